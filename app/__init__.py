@@ -1,0 +1,36 @@
+"""The Flask app factory: one blueprint per part of the domain."""
+import os
+
+from flask import Flask
+from flask_wtf.csrf import CSRFProtect
+
+from .config import Config
+
+csrf = CSRFProtect()
+
+
+def create_app(overrides: dict | None = None) -> Flask:
+    app = Flask(__name__)
+    app.config.from_object(Config)
+    app.config.update(
+        MAX_CONTENT_LENGTH=Config.MAX_UPLOAD_BYTES,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        WTF_CSRF_TIME_LIMIT=None,
+    )
+    app.config.update(overrides or {})
+    if not app.config.get("SECRET_KEY"):
+        raise RuntimeError("SECRET_KEY must be set in the environment (scripts/run sets one up)")
+    csrf.init_app(app)
+
+    from . import auth, cli, errors
+    from .views import campaigns, contacts, dashboard, inbox, public
+
+    auth.init_app(app)
+    errors.init_app(app)
+    cli.init_app(app)
+    for bp in (dashboard.bp, contacts.bp, campaigns.bp, inbox.bp, public.bp):
+        app.register_blueprint(bp)
+    app.jinja_env.globals["vendor_css"] = os.path.exists(
+        os.path.join(app.static_folder, "vendor", "pico.min.css"))
+    return app

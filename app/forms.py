@@ -1,0 +1,84 @@
+"""flask-wtf forms: every form carries a CSRF token and validates before anything is written."""
+from email_validator import EmailNotValidError, validate_email
+from flask_wtf import FlaskForm
+from flask_wtf.file import FileField, FileRequired
+from wtforms import IntegerField, PasswordField, SelectField, StringField, TextAreaField
+from wtforms.validators import DataRequired, Length, NumberRange, Optional, ValidationError
+
+from .render import RenderError, check_template
+
+
+def normalise_email(value: str) -> str:
+    """Syntax and normalisation only: no DNS look-ups from a web request."""
+    try:
+        return validate_email(value.strip(), check_deliverability=False).normalized
+    except EmailNotValidError as exc:
+        raise ValidationError(f"not a valid email address: {exc}") from None
+
+
+class EmailAddress:
+    def __call__(self, form, field):
+        if field.data:
+            field.data = normalise_email(field.data)
+
+
+class JinjaTemplate:
+    def __init__(self, what):
+        self.what = what
+
+    def __call__(self, form, field):
+        try:
+            check_template(field.data or "", self.what)
+        except RenderError as exc:
+            raise ValidationError(str(exc)) from None
+
+
+class LoginForm(FlaskForm):
+    username = StringField("Username", validators=[DataRequired(), Length(max=200)])
+    password = PasswordField("Password", validators=[DataRequired(), Length(max=1000)])
+
+
+class ContactForm(FlaskForm):
+    email = StringField("Email", validators=[DataRequired(), Length(max=320), EmailAddress()])
+    name = StringField("Name", validators=[Optional(), Length(max=500)])
+    attributes = TextAreaField("Attributes (JSON object)", validators=[Optional(), Length(max=100_000)])
+    list_id = SelectField("Add to list", coerce=int, validators=[Optional()])
+
+
+class ListForm(FlaskForm):
+    name = StringField("List name", validators=[DataRequired(), Length(max=200)])
+    description = StringField("Description", validators=[Optional(), Length(max=1000)])
+
+
+class CsvUploadForm(FlaskForm):
+    file = FileField("CSV file", validators=[FileRequired()])
+    list_id = SelectField("Add to list", coerce=int, validators=[Optional()])
+
+
+class CampaignForm(FlaskForm):
+    name = StringField("Name", validators=[DataRequired(), Length(max=200)])
+    from_name = StringField("From name", validators=[Optional(), Length(max=200)])
+    from_email = StringField("From address", validators=[DataRequired(), Length(max=320), EmailAddress()])
+    reply_to = StringField("Reply-to", validators=[Optional(), Length(max=320), EmailAddress()])
+    subject = StringField("Subject", validators=[DataRequired(message="The subject cannot be empty."),
+                                                 Length(max=998), JinjaTemplate("Subject")])
+    body_html = TextAreaField("HTML body", validators=[DataRequired(), Length(max=1_000_000), JinjaTemplate("Body")])
+    list_id = SelectField("Send to list", coerce=int)
+    max_attempts = IntegerField("Attempts per email", default=5, validators=[NumberRange(1, 20)])
+
+
+class AttachmentForm(FlaskForm):
+    file = FileField("Attachment", validators=[FileRequired()])
+
+
+class PreviewForm(FlaskForm):
+    contact_email = StringField("Preview for contact", validators=[DataRequired(), Length(max=320)])
+
+
+class TestSendForm(FlaskForm):
+    to = StringField("Send a test to", validators=[DataRequired(), Length(max=320), EmailAddress()])
+    contact_email = StringField("Render as contact (optional)", validators=[Optional(), Length(max=320)])
+
+
+class ActionForm(FlaskForm):
+    """A bare form for buttons (send, delete, logout): it exists for its CSRF token."""

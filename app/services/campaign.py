@@ -1,0 +1,81 @@
+"""Campaign lifecycle: start (materialise + enqueue), pause, resume, stop, complete.
+
+Every transition goes through `transition`, whatever asked for it (UI, console, scheduler),
+so the SQL guard and the journal see them all alike.
+"""
+from psycopg import errors
+
+from ..db import pool, q
+from . import journal
+from .journal import Event
+
+
+class CampaignError(ValueError):
+    """A request the campaign's state or content does not allow; shown to the user as is."""
+
+
+def counts(campaign_id: int) -> dict:
+    with pool().connection() as conn:
+        c = counts_in(conn, campaign_id)
+    c["total"] = sum(c.values())
+    c["open"] = c.get("queued", 0) + c.get("retry", 0) + c.get("sending", 0)
+    return c
+
+
+def transition(conn, campaign: dict, to_status: str, source: str, detail: dict | None = None) -> None:
+    """Move a locked campaign row to `to_status`; the trigger refuses an illegal move."""
+    try:
+        with conn.transaction():
+            conn.execute(q.campaign_set_status, {"id": campaign["id"], "status": to_status})
+    except errors.CheckViolation:
+        raise CampaignError(f"a {campaign['status']} campaign cannot become {to_status}") from None
+    journal.append(conn, [Event("campaign." + to_status, campaign["id"], source=source,
+                                detail={"from": campaign["status"], **(detail or {})})])
+
+
+def start(campaign_id: int, source: str = "ui") -> dict:
+    """Freeze the recipients into deliveries and hand the campaign to the workers.
+
+    Idempotent: a campaign that already started is left as it is, so pressing Send twice
+    (or a scheduler and a person at once) sends nothing twice.
+    """
+    with pool().connection() as conn:
+        campaign = conn.execute(q.campaign_lock, {"id": campaign_id}).fetchone()
+        if campaign is None:
+            raise CampaignError("no such campaign")
+        if campaign["status"] not in ("draft", "scheduled"):
+            return {"started": False, "status": campaign["status"]}
+        if campaign["list_id"] is None:
+            raise CampaignError("choose a list to send to first")
+        inserted = conn.execute(q.campaign_materialise_list,
+                                {"id": campaign_id, "list_id": campaign["list_id"]}).rowcount
+        if inserted == 0:
+            conn.rollback()
+            raise CampaignError("the campaign has no recipients: the list is empty, or every "
+                                "contact in it is unsubscribed, bounced or suppressed")
+        transition(conn, campaign, "running", source)
+        journal.append(conn, [Event("campaign.materialised", campaign_id, source=source,
+                                    detail={"deliveries": inserted},
+                                    key=f"c{campaign_id}.materialised")])
+    enqueue(campaign_id)
+    return {"started": True, "deliveries": inserted}
+
+
+def enqueue(campaign_id: int) -> None:
+    from consumers.prepare import enqueue_campaign  # the web app only publishes
+
+    enqueue_campaign.send(campaign_id)
+
+
+def complete_if_done(conn, campaign_id: int) -> bool:
+    done = conn.execute(q.campaign_complete_if_done, {"id": campaign_id}).fetchone()
+    if done:
+        journal.append(conn, [Event("campaign.completed", campaign_id,
+                                    detail=counts_in(conn, campaign_id),
+                                    key=f"c{campaign_id}.completed")])
+    return bool(done)
+
+
+def counts_in(conn, campaign_id: int) -> dict:
+    rows = conn.execute(q.campaign_counts, {"id": campaign_id}).fetchall()
+    return {r["status"]: r["n"] for r in rows}

@@ -1,0 +1,44 @@
+"""Preview and test send: render one campaign for one contact exactly as prepare would."""
+from email.utils import formatdate
+
+from ..config import Config
+from ..db import fetchall, fetchone, q
+from ..mime import Attachment, Skeleton
+from ..render import RenderError, compile_campaign, contact_context
+from ..smtp import SmtpConnection, SmtpServer
+from ..tokens import unsubscribe_url
+
+SAMPLE = {"contact_id": 0, "email": "someone@example.com", "name": "Sample Contact",
+          "attributes": {}, "tags": [], "status": "subscribed"}
+
+
+def sample_row(contact_email: str | None) -> dict:
+    if not contact_email:
+        return SAMPLE
+    row = fetchone(q.contact_by_email, {"email": contact_email.strip()[:320]})
+    if row is None:
+        raise RenderError(f"no contact with the address {contact_email}")
+    return {**row, "contact_id": row["id"]}
+
+
+def render_for(campaign: dict, row: dict):
+    url = unsubscribe_url(row["contact_id"], campaign["id"])
+    context = {"contact": contact_context(row), "data": {},
+               "campaign": {"id": campaign["id"], "name": campaign["name"]}, "unsubscribe_url": url}
+    return compile_campaign(campaign).render(context), url
+
+
+def test_send(campaign: dict, to: str, row: dict) -> str:
+    """Send one rendered email now; returns the server's reply or raises SendOutcome/RenderError."""
+    rendered, url = render_for(campaign, row)
+    files = [Attachment(r["filename"], r["content_type"], bytes(r["content"]))
+             for r in fetchall(q.attachment_contents, {"campaign_id": campaign["id"]})]
+    skeleton = Skeleton.build(campaign, files)
+    message = skeleton.build_message(
+        to_name=row["name"], to_email=to, subject="[TEST] " + rendered.subject, html=rendered.html,
+        text=rendered.text, message_id=skeleton.message_id("test"), unsubscribe_url=url, date=formatdate())
+    smtp = SmtpConnection(SmtpServer.from_url(Config.SMTP_URL))
+    try:
+        return smtp.send(campaign["from_email"], to, message)
+    finally:
+        smtp.close()

@@ -1,0 +1,167 @@
+"""Campaign pages: write, attach, preview, test, send, watch."""
+import hashlib
+
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+
+from ..config import Config
+from ..db import fetchall, fetchone, pool, q
+from ..forms import ActionForm, AttachmentForm, CampaignForm, PreviewForm, TestSendForm
+from ..render import RenderError, compile_campaign
+from ..services import campaign as campaigns
+from ..services import preview
+from ..services.campaign import CampaignError
+from ..smtp import SendOutcome
+
+bp = Blueprint("campaigns", __name__)
+FIELDS = ("name", "from_name", "from_email", "reply_to", "subject", "body_html", "max_attempts")
+
+
+def _get(campaign_id: int) -> dict:
+    row = fetchone(q.campaign_get, {"id": campaign_id})
+    if row is None:
+        abort(404)
+    return row
+
+
+def _form(obj=None) -> CampaignForm:
+    form = CampaignForm(data=obj)
+    form.list_id.choices = [(r["id"], f"{r['name']} ({r['members']})") for r in fetchall(q.list_all)]
+    return form
+
+
+def _values(form: CampaignForm) -> dict:
+    values = {f: getattr(form, f).data for f in FIELDS}
+    values["from_name"] = (values["from_name"] or "").strip()
+    values["reply_to"] = values["reply_to"] or ""
+    values["list_id"] = form.list_id.data
+    return values
+
+
+@bp.route("/campaigns/new", methods=["GET", "POST"])
+def new():
+    form = _form()
+    if form.validate_on_submit():
+        row = fetchone(q.campaign_insert, _values(form))
+        flash("Campaign saved as a draft.", "ok")
+        return redirect(url_for(".show", campaign_id=row["id"]))
+    if not form.list_id.choices:
+        flash("Create a list and add contacts to it first: a campaign is sent to a list.", "error")
+    return render_template("campaign_form.html", form=form, campaign=None), 400 if form.errors else 200
+
+
+@bp.route("/campaigns/<int:campaign_id>/edit", methods=["GET", "POST"])
+def edit(campaign_id):
+    campaign = _get(campaign_id)
+    form = _form(campaign if request.method == "GET" else None)
+    if form.validate_on_submit():
+        with pool().connection() as conn:
+            updated = conn.execute(q.campaign_update, {**_values(form), "id": campaign_id}).rowcount
+        if updated:
+            flash("Campaign saved.", "ok")
+            return redirect(url_for(".show", campaign_id=campaign_id))
+        flash(f"A {campaign['status']} campaign can no longer be edited.", "error")
+    return render_template("campaign_form.html", form=form, campaign=campaign), 400 if form.errors else 200
+
+
+@bp.route("/campaigns/<int:campaign_id>")
+def show(campaign_id):
+    campaign = _get(campaign_id)
+    return render_template(
+        "campaign.html", campaign=campaign, counts=campaigns.counts(campaign_id),
+        attachments=fetchall(q.attachment_list, {"campaign_id": campaign_id}),
+        deliveries=fetchall(q.delivery_list, {"campaign_id": campaign_id, "after": 0, "status": None, "limit": 50}),
+        attach_form=AttachmentForm(), preview_form=PreviewForm(), test_form=TestSendForm(), action=ActionForm(),
+        max_attachment_mb=Config.MAX_ATTACHMENT_BYTES / (1024 * 1024))
+
+
+@bp.route("/api/campaigns/<int:campaign_id>/stats")
+def stats(campaign_id):
+    row = fetchone(q.campaign_status, {"id": campaign_id})
+    if row is None:
+        return {"error": "no such campaign"}, 404
+    return {"status": row["status"], "counts": campaigns.counts(campaign_id)}
+
+
+@bp.route("/campaigns/<int:campaign_id>/attachments", methods=["POST"])
+def attach(campaign_id):
+    campaign = _get(campaign_id)
+    form = AttachmentForm()
+    if campaign["status"] not in ("draft", "scheduled"):
+        flash("Attachments can only change on a draft.", "error")
+    elif not form.validate_on_submit():
+        flash("Choose a file to attach.", "error")
+    else:
+        data = form.file.data.read(Config.MAX_ATTACHMENT_BYTES + 1)
+        total = fetchone(q.attachment_total_size, {"campaign_id": campaign_id})["n"]
+        filename = (form.file.data.filename or "attachment").replace("\\", "/").rsplit("/", 1)[-1][:255]
+        if not data:
+            flash("The file is empty.", "error")
+        elif len(data) + total > Config.MAX_ATTACHMENT_BYTES:
+            flash(f"Attachments are limited to {Config.MAX_ATTACHMENT_BYTES // (1024 * 1024)} MB per campaign.", "error")
+        else:
+            fetchone(q.attachment_insert, {
+                "campaign_id": campaign_id, "filename": filename or "attachment",
+                "content_type": form.file.data.mimetype or "application/octet-stream",
+                "content": data, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()})
+            flash(f"Attached {filename}.", "ok")
+    return redirect(url_for(".show", campaign_id=campaign_id))
+
+
+@bp.route("/campaigns/<int:campaign_id>/attachments/<int:attachment_id>/delete", methods=["POST"])
+def detach(campaign_id, attachment_id):
+    if ActionForm().validate_on_submit():
+        with pool().connection() as conn:
+            conn.execute(q.attachment_delete, {"id": attachment_id, "campaign_id": campaign_id})
+    return redirect(url_for(".show", campaign_id=campaign_id))
+
+
+@bp.route("/campaigns/<int:campaign_id>/preview", methods=["POST"])
+def show_preview(campaign_id):
+    campaign = _get(campaign_id)
+    form = PreviewForm()
+    rendered, error = None, None
+    if form.validate_on_submit():
+        try:
+            rendered, _ = preview.render_for(campaign, preview.sample_row(form.contact_email.data))
+        except RenderError as exc:
+            error = str(exc)
+    else:
+        error = "Give the address of a contact to preview for."
+    return render_template("preview.html", campaign=campaign, rendered=rendered, error=error), 400 if error else 200
+
+
+@bp.route("/campaigns/<int:campaign_id>/test", methods=["POST"])
+def test_send(campaign_id):
+    campaign = _get(campaign_id)
+    form = TestSendForm()
+    if not form.validate_on_submit():
+        for errs in form.errors.values():
+            for e in errs:
+                flash(f"Test not sent: {e}", "error")
+        return redirect(url_for(".show", campaign_id=campaign_id))
+    try:
+        reply = preview.test_send(campaign, form.to.data, preview.sample_row(form.contact_email.data))
+        flash(f"Test sent to {form.to.data}: the server said {reply}", "ok")
+    except RenderError as exc:
+        flash(f"Test not sent: {exc}", "error")
+    except SendOutcome as exc:
+        flash(f"Test not sent: {exc.reply}", "error")
+    return redirect(url_for(".show", campaign_id=campaign_id))
+
+
+@bp.route("/campaigns/<int:campaign_id>/send", methods=["POST"])
+def send(campaign_id):
+    campaign = _get(campaign_id)
+    if not ActionForm().validate_on_submit():
+        abort(400)
+    try:
+        compile_campaign(campaign)  # a broken template never starts a send
+        result = campaigns.start(campaign_id, source="ui")
+    except (CampaignError, RenderError) as exc:
+        flash(f"Not sent: {exc}", "error")
+        return redirect(url_for(".show", campaign_id=campaign_id))
+    if result["started"]:
+        flash(f"Sending to {result['deliveries']} recipients.", "ok")
+    else:
+        flash(f"This campaign is already {result['status']}: nothing was sent again.", "error")
+    return redirect(url_for(".show", campaign_id=campaign_id))

@@ -1,0 +1,1 @@
+"""Dramatiq actors and the long-running consumers (capture server, scheduler, console control)."""

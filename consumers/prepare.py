@@ -1,0 +1,69 @@
+"""prepare: turn a batch of open deliveries into rendered emails for dispatch.
+
+A batch envelope (many recipients per message) keeps Dramatiq's per-message cost off the
+per-email path; each email still gets its own outcome.
+"""
+import dramatiq
+
+from app.config import Config
+from app.db import pool, q
+from app.render import RenderError, contact_context
+from app.services import journal
+from app.services.journal import Event
+from app.tokens import unsubscribe_url
+
+from . import cache, state
+from .broker import broker  # noqa: F401  (sets the broker before actors are declared)
+from .dispatch import dispatch
+
+
+@dramatiq.actor(queue_name="enqueue", max_retries=20, min_backoff=1000, max_backoff=60_000)
+def enqueue_campaign(campaign_id: int):
+    """Publish prepare batches for every open delivery, streaming by id."""
+    after, size = 0, Config.PREPARE_BATCH
+    while state.is_running(campaign_id):
+        with pool().connection() as conn:
+            ids = [r["id"] for r in conn.execute(
+                q.delivery_open_page, {"campaign_id": campaign_id, "after": after, "limit": size})]
+        if not ids:
+            return
+        prepare.send(campaign_id, ids)
+        after = ids[-1]
+
+
+@dramatiq.actor(queue_name="prepare", max_retries=20, min_backoff=1000, max_backoff=60_000)
+def prepare(campaign_id: int, delivery_ids: list[int]):
+    if not state.is_running(campaign_id):
+        return  # the rows stay open in PostgreSQL; resume re-enqueues them
+    compiled = cache.compiled(campaign_id)
+    meta = {"id": campaign_id, "name": cache.campaign(campaign_id)["name"]}
+    with pool().connection() as conn:
+        rows = conn.execute(q.delivery_render_batch, {"ids": delivery_ids}).fetchall()
+    emails, failed = [], []
+    for row in rows:
+        url = unsubscribe_url(row["contact_id"], campaign_id)
+        context = {"contact": contact_context(row), "data": {}, "campaign": meta, "unsubscribe_url": url}
+        try:
+            r = compiled.render(context)
+        except RenderError as exc:
+            failed.append((row, str(exc)))
+            continue
+        emails.append({"d": row["id"], "to": row["email"], "n": row["name"],
+                       "s": r.subject, "h": r.html, "t": r.text, "u": url})
+    if failed:
+        _fail(campaign_id, failed)
+    if emails:
+        dispatch.send(campaign_id, emails)
+
+
+def _fail(campaign_id: int, failed: list):
+    from app.services.campaign import complete_if_done
+
+    with pool().connection() as conn:
+        conn.execute(q.delivery_fail_open, {"ids": [r["id"] for r, _ in failed],
+                                            "errors": [e for _, e in failed]})
+        journal.append(conn, [
+            Event("delivery.failed", campaign_id, r["id"], r["email"], detail={"error": e, "stage": "render"},
+                  key=f"d{r['id']}.render_failed") for r, e in failed])
+        conn.commit()
+        complete_if_done(conn, campaign_id)

@@ -1,0 +1,63 @@
+"""The scheduler: one leader (a PostgreSQL advisory lock) doing the periodic chores.
+
+- start scheduled campaigns whose time has come;
+- mark deliveries claimed by a worker that died as `unknown` after a grace period (never
+  resent without the manager's say);
+- complete running campaigns with nothing left open (a crash can skip the worker's check).
+"""
+import logging
+import os
+import time
+
+import psycopg
+from psycopg.rows import dict_row
+
+from app.config import Config
+from app.db import q
+from app.services import campaign as campaigns
+from app.services import journal
+from app.services.campaign import CampaignError
+from app.services.journal import Event
+
+log = logging.getLogger("scheduler")
+LEADER_LOCK = 727_002
+INTERVAL = float(os.environ.get("SCHEDULER_INTERVAL", "1"))
+UNKNOWN_AFTER = os.environ.get("UNKNOWN_AFTER", "10 minutes")
+
+
+def tick(conn) -> None:
+    for row in conn.execute(q.scheduler_due_campaigns).fetchall():
+        try:
+            campaigns.start(row["id"], source="scheduler")
+        except CampaignError as exc:
+            with conn.transaction():
+                journal.append(conn, [Event("campaign.start_refused", row["id"], source="scheduler",
+                                            detail={"error": str(exc)})])
+    with conn.transaction():
+        stale = conn.execute(q.scheduler_mark_unknown, {"grace": UNKNOWN_AFTER}).fetchall()
+        journal.append(conn, [Event("delivery.unknown", r["campaign_id"], r["id"], r["email"],
+                                    detail={"claimed_at": r["claimed_at"].isoformat()},
+                                    key=f"d{r['id']}.a{r['attempts']}.unknown") for r in stale])
+    for row in conn.execute(q.scheduler_running_campaigns).fetchall():
+        with conn.transaction():
+            campaigns.complete_if_done(conn, row["id"])
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO)
+    while True:
+        try:
+            with psycopg.connect(Config.DATABASE_URL, autocommit=True, row_factory=dict_row) as conn:
+                while not conn.execute("SELECT pg_try_advisory_lock(%s) AS ok", (LEADER_LOCK,)).fetchone()["ok"]:
+                    time.sleep(INTERVAL * 5)  # another scheduler leads; wait to take over
+                log.info("scheduler is the leader")
+                while True:
+                    tick(conn)
+                    time.sleep(INTERVAL)
+        except psycopg.OperationalError as exc:
+            log.warning("database unavailable (%s); retrying", exc)
+            time.sleep(2)
+
+
+if __name__ == "__main__":
+    main()

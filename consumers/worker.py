@@ -1,0 +1,4 @@
+"""Entry point for `dramatiq consumers.worker`: imports every actor so the worker consumes
+every queue (or pick some with --queues)."""
+from . import dispatch, prepare  # noqa: F401
+from .broker import broker  # noqa: F401

@@ -1,0 +1,74 @@
+-- name: campaign_get
+SELECT c.*, l.name AS list_name FROM campaigns c LEFT JOIN lists l ON l.id = c.list_id WHERE c.id = %(id)s;
+
+-- name: campaign_lock
+SELECT * FROM campaigns WHERE id = %(id)s FOR UPDATE;
+
+-- name: campaign_status
+SELECT status FROM campaigns WHERE id = %(id)s;
+
+-- name: campaign_list
+SELECT c.id, c.name, c.status, c.subject, c.created_at, c.started_at, c.finished_at, l.name AS list_name
+  FROM campaigns c LEFT JOIN lists l ON l.id = c.list_id
+ ORDER BY c.id DESC LIMIT 500;
+
+-- name: campaign_insert
+INSERT INTO campaigns (name, from_name, from_email, reply_to, subject, body_html, list_id, max_attempts)
+VALUES (%(name)s, %(from_name)s, %(from_email)s, %(reply_to)s, %(subject)s, %(body_html)s, %(list_id)s, %(max_attempts)s)
+RETURNING id;
+
+-- name: campaign_update
+UPDATE campaigns SET name = %(name)s, from_name = %(from_name)s, from_email = %(from_email)s,
+       reply_to = %(reply_to)s, subject = %(subject)s, body_html = %(body_html)s,
+       list_id = %(list_id)s, max_attempts = %(max_attempts)s
+ WHERE id = %(id)s AND status IN ('draft', 'scheduled');
+
+-- name: campaign_set_status
+UPDATE campaigns SET status = %(status)s,
+       started_at = CASE WHEN %(status)s = 'running' THEN coalesce(started_at, now()) ELSE started_at END,
+       finished_at = CASE WHEN %(status)s IN ('completed', 'stopped', 'failed', 'cancelled') THEN now() ELSE NULL END
+ WHERE id = %(id)s;
+
+-- Completes a running campaign when nothing is open or in flight. Safe to race: the
+-- last worker to commit an outcome sees every other outcome.
+-- name: campaign_complete_if_done
+UPDATE campaigns SET status = 'completed', finished_at = now()
+ WHERE id = %(id)s AND status = 'running'
+   AND NOT EXISTS (SELECT 1 FROM deliveries d
+                    WHERE d.campaign_id = %(id)s AND d.status IN ('queued', 'retry', 'sending'))
+RETURNING id;
+
+-- name: campaign_counts
+SELECT status, sum(delta)::bigint AS n FROM delivery_counts
+ WHERE campaign_id = %(id)s GROUP BY status HAVING sum(delta) <> 0;
+
+-- Set-based materialisation: the recipient set is frozen here, once per address.
+-- name: campaign_materialise_list
+INSERT INTO deliveries (campaign_id, contact_id, email)
+SELECT %(id)s, c.id, c.email
+  FROM list_members m JOIN contacts c ON c.id = m.contact_id
+ WHERE m.list_id = %(list_id)s
+   AND c.status = 'subscribed'
+   AND NOT EXISTS (SELECT 1 FROM suppressions s WHERE s.email = c.email)
+ON CONFLICT DO NOTHING;
+
+-- name: campaign_delivery_total
+SELECT count(*) AS n FROM deliveries WHERE campaign_id = %(id)s;
+
+-- name: attachment_insert
+INSERT INTO attachments (campaign_id, filename, content_type, content, size, sha256)
+VALUES (%(campaign_id)s, %(filename)s, %(content_type)s, %(content)s, %(size)s, %(sha256)s) RETURNING id;
+
+-- name: attachment_list
+SELECT id, filename, content_type, size, sha256 FROM attachments WHERE campaign_id = %(campaign_id)s ORDER BY id;
+
+-- name: attachment_contents
+SELECT filename, content_type, content FROM attachments WHERE campaign_id = %(campaign_id)s ORDER BY id;
+
+-- name: attachment_delete
+DELETE FROM attachments a USING campaigns c
+ WHERE a.id = %(id)s AND a.campaign_id = %(campaign_id)s AND c.id = a.campaign_id
+   AND c.status IN ('draft', 'scheduled');
+
+-- name: attachment_total_size
+SELECT coalesce(sum(size), 0)::bigint AS n FROM attachments WHERE campaign_id = %(campaign_id)s;
