@@ -13,10 +13,10 @@ _cache: dict[int, tuple[float, str | None]] = {}
 _lock = threading.Lock()
 
 
-def campaign_status(campaign_id: int) -> str | None:
+def campaign_status(campaign_id: int, fresh: bool = False) -> str | None:
     now = time.monotonic()
     hit = _cache.get(campaign_id)
-    if hit and now - hit[0] < TTL:
+    if hit and now - hit[0] < TTL and not fresh:
         return hit[1]
     row = fetchone(q.campaign_status, {"id": campaign_id})
     status = row["status"] if row else None
@@ -26,4 +26,6 @@ def campaign_status(campaign_id: int) -> str | None:
 
 
 def is_running(campaign_id: int) -> bool:
-    return campaign_status(campaign_id) == "running"
+    """Cached when running; a "not running" answer is re-read, because work dropped on a stale
+    "paused" right after a resume would leave deliveries open with nothing queued for them."""
+    return campaign_status(campaign_id) == "running" or campaign_status(campaign_id, fresh=True) == "running"
