@@ -5,6 +5,7 @@ from flask import Blueprint, abort, flash, redirect, render_template, request, u
 
 from ..config import Config
 from ..db import fetchall, fetchone, pool, q
+from ..errors import size_label
 from ..forms import ActionForm, AttachmentForm, CampaignForm, PreviewForm, TestSendForm
 from ..render import RenderError, compile_campaign
 from ..services import campaign as campaigns
@@ -71,7 +72,7 @@ def show(campaign_id):
         attachments=fetchall(q.attachment_list, {"campaign_id": campaign_id}),
         deliveries=fetchall(q.delivery_list, {"campaign_id": campaign_id, "after": 0, "status": None, "limit": 50}),
         attach_form=AttachmentForm(), preview_form=PreviewForm(), test_form=TestSendForm(), action=ActionForm(),
-        max_attachment_mb=Config.MAX_ATTACHMENT_BYTES / (1024 * 1024))
+        max_attachment=size_label(Config.MAX_ATTACHMENT_BYTES))
 
 
 @bp.route("/api/campaigns/<int:campaign_id>/stats")
@@ -97,7 +98,8 @@ def attach(campaign_id):
         if not data:
             flash("The file is empty.", "error")
         elif len(data) + total > Config.MAX_ATTACHMENT_BYTES:
-            flash(f"Attachments are limited to {Config.MAX_ATTACHMENT_BYTES // (1024 * 1024)} MB per campaign.", "error")
+            flash(f"{filename} is not attached: attachments are limited to "
+                  f"{size_label(Config.MAX_ATTACHMENT_BYTES)} per campaign in all.", "error")
         else:
             fetchone(q.attachment_insert, {
                 "campaign_id": campaign_id, "filename": filename or "attachment",
