@@ -1,5 +1,6 @@
 """One manager account: hashed password, session login, every non-public page behind it."""
 import hmac
+from urllib.parse import urlsplit
 
 from flask import Blueprint, flash, redirect, render_template, request, session, url_for
 from werkzeug.security import check_password_hash, generate_password_hash
@@ -22,23 +23,31 @@ def manager_exists() -> bool:
     return fetchone(q.manager_get) is not None
 
 
+def _local_path(target: str) -> str | None:
+    """`target` if it is a path on this site, else None: an open redirect would turn the login
+    into a phishing aid. Browsers read a backslash as a slash and drop tabs and newlines, so
+    `/\\evil.example` or `/<TAB>/evil.example` would leave the site: they are refused too."""
+    parts = urlsplit(target)
+    if (not target.startswith("/") or target.startswith("//") or parts.scheme or parts.netloc
+            or "\\" in target or any(ord(c) < 0x20 or ord(c) == 0x7F for c in target)):
+        return None
+    return target
+
+
 @bp.route("/login", methods=["GET", "POST"])
 def login():
     form = LoginForm()
     if form.validate_on_submit():
         manager = fetchone(q.manager_get)
         ok = (manager is not None
-              and hmac.compare_digest(manager["username"], form.username.data)
+              # Bytes: compare_digest refuses str with non-ASCII characters.
+              and hmac.compare_digest(manager["username"].encode(), form.username.data.encode())
               and check_password_hash(manager["password_hash"], form.password.data))
         if ok:
             session.clear()
             session["manager"] = manager["username"]
             session.permanent = True
-            target = request.args.get("next", "")
-            # Only local paths: an open redirect would turn the login into a phishing aid.
-            if not target.startswith("/") or target.startswith("//"):
-                target = url_for("dashboard.index")
-            return redirect(target)
+            return redirect(_local_path(request.args.get("next", "")) or url_for("dashboard.index"))
         flash("Wrong username or password.", "error")
     return render_template("login.html", form=form), 200 if request.method == "GET" or form.errors == {} else 400
 

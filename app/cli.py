@@ -8,6 +8,14 @@ from . import auth
 from .migrate import migrate
 
 
+def _set_password(username: str, password: str) -> None:
+    """A refused password is a clear one-line error on the terminal, not a traceback."""
+    try:
+        auth.set_password(username, password)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
 def init_app(app):
     @app.cli.command("migrate")
     def migrate_cmd():
@@ -19,7 +27,7 @@ def init_app(app):
     @click.password_option()
     def set_password_cmd(username, password):
         """Set the manager's login."""
-        auth.set_password(username, password)
+        _set_password(username, password)
         click.echo(f"password set for {username}")
 
     @app.cli.command("ensure-manager")
@@ -30,6 +38,6 @@ def init_app(app):
             return
         username = os.environ.get("MANAGER_USERNAME", "admin")
         password = os.environ.get("MANAGER_PASSWORD") or secrets.token_urlsafe(12)
-        auth.set_password(username, password)
+        _set_password(username, password)
         shown = password if not os.environ.get("MANAGER_PASSWORD") else "(from MANAGER_PASSWORD)"
         click.echo(f"manager login: {username} / {shown}")

@@ -1,0 +1,200 @@
+"""The manager's login: every page behind it, no open redirect, logout by POST with CSRF,
+a hashed password, and the two CLI commands that set it."""
+import re
+
+import pytest
+from werkzeug.security import check_password_hash
+
+from tests.conftest import MANAGER
+
+CSRF = re.compile(r'<input[^>]*name="csrf_token"[^>]*value="([^"]+)"')
+# Pages anyone may open. Adding one is a security decision: it must be made here too.
+PUBLIC = {"auth.login", "static", "public.unsubscribe", "public.health"}
+
+
+def csrf_token(client, path="/login") -> str:
+    return CSRF.search(client.get(path).get_data(as_text=True)).group(1)
+
+
+def login(client, username=MANAGER[0], password=MANAGER[1], next_=None):
+    """Log in through the real form, CSRF token and all."""
+    token = csrf_token(client)
+    return client.post("/login" + (f"?next={next_}" if next_ is not None else ""),
+                       data={"csrf_token": token, "username": username, "password": password})
+
+
+def logged_in(client) -> bool:
+    return client.get("/").status_code == 200
+
+
+def concrete(rule) -> str:
+    """A URL for a rule, with 1 for every number and 'x' for every other part."""
+    return re.sub(r"<(?:(\w+)(?:\([^)]*\))?:)?(\w+)>",
+                  lambda m: "1" if m.group(1) == "int" else "x", rule.rule)
+
+
+@pytest.fixture
+def restore_manager(manager):
+    yield
+    from app.auth import set_password
+
+    set_password(*manager)
+
+
+def test_the_public_pages_are_only_the_known_ones(app):
+    from app.auth import PUBLIC_ENDPOINTS
+
+    assert PUBLIC_ENDPOINTS == PUBLIC
+
+
+def test_every_page_redirects_to_login_when_logged_out(csrf_off, manager):
+    client = csrf_off.test_client()
+    checked = 0
+    for rule in csrf_off.url_map.iter_rules():
+        if rule.endpoint in PUBLIC:
+            continue
+        url = concrete(rule)
+        for method in sorted(rule.methods & {"GET", "POST"}):
+            r = client.open(url, method=method)
+            checked += 1
+            if url.startswith("/api/"):
+                assert r.status_code == 401 and r.get_json() == {"error": "login required"}, (method, url)
+            else:
+                assert r.status_code == 302, (method, url, r.status_code)
+                assert r.headers["Location"].startswith("/login?next="), (method, url)
+    assert checked >= 10  # the app's pages were really walked, not an empty map
+
+
+def test_login_then_lands_on_the_page_asked_for(app, manager):
+    client = app.test_client()
+    r = client.get("/contacts?q=ann")
+    assert r.headers["Location"] == "/login?next=/contacts?q%3Dann"
+    r = login(client, next_="/contacts%3Fq%3Dann")
+    assert r.status_code == 302 and r.headers["Location"] == "/contacts?q=ann"
+    assert logged_in(client)
+
+
+@pytest.mark.parametrize("username,password", [
+    (MANAGER[0], "wrong password"),
+    ("someone-else", MANAGER[1]),
+    ("ädmin", MANAGER[1]),             # non-ASCII must be a refusal, not a crash
+    (MANAGER[0], MANAGER[1].upper()),
+    (MANAGER[0], MANAGER[1] + " "),
+])
+def test_wrong_login_is_refused(app, manager, username, password):
+    client = app.test_client()
+    r = login(client, username, password)
+    assert r.status_code == 200
+    assert "Wrong username or password." in r.get_data(as_text=True)
+    assert not logged_in(client)
+
+
+@pytest.mark.parametrize("username,password,message", [
+    ("", MANAGER[1], "This field is required."),
+    (MANAGER[0], "", "This field is required."),
+    ("u" * 10_000, MANAGER[1], "Field cannot be longer than 200 characters."),
+    (MANAGER[0], "p" * 10_000, "Field cannot be longer than 1000 characters."),
+    ("ad\x00min", MANAGER[1], "NUL"),
+])
+def test_malformed_login_gets_a_clear_message(app, manager, username, password, message):
+    client = app.test_client()
+    r = login(client, username, password)
+    assert r.status_code == 400
+    assert message in r.get_data(as_text=True)
+    assert not logged_in(client)
+
+
+@pytest.mark.parametrize("target", [
+    "//evil.example/x", "https://evil.example/", "http:/evil.example", "/\\evil.example",
+    "/%09/evil.example", "javascript:alert(1)", "evil.example", "%2F%2Fevil.example",
+])
+def test_login_never_redirects_off_site(app, manager, target):
+    client = app.test_client()
+    r = login(client, next_=target)
+    assert r.status_code == 302
+    assert r.headers["Location"] == "/", target
+
+
+def test_logout_is_a_post_with_csrf(app, manager):
+    client = app.test_client()
+    login(client)
+    assert logged_in(client)
+
+    r = client.get("/logout")
+    assert r.status_code == 405 and logged_in(client)
+    r = client.post("/logout")
+    assert r.status_code == 400 and "Form expired" in r.get_data(as_text=True)
+    assert logged_in(client)
+    r = client.post("/logout", data={"csrf_token": "forged"})
+    assert r.status_code == 400 and logged_in(client)
+
+    r = client.post("/logout", data={"csrf_token": csrf_token(client, "/")})
+    assert r.status_code == 302 and r.headers["Location"] == "/login"
+    assert not logged_in(client)
+
+
+def test_the_password_is_stored_hashed(db, manager):
+    row = db.execute("SELECT username, password_hash FROM manager").fetchone()
+    assert row["username"] == manager[0]
+    assert manager[1] not in row["password_hash"]
+    assert row["password_hash"].split(":")[0] in ("scrypt", "pbkdf2")
+    assert check_password_hash(row["password_hash"], manager[1])
+
+
+def test_ensure_manager_keeps_an_existing_login(app, db, manager):
+    before = db.execute("SELECT password_hash FROM manager").fetchone()
+    r = app.test_cli_runner().invoke(args=["ensure-manager"], env={"MANAGER_PASSWORD": None})
+    assert r.exit_code == 0, r.output
+    assert "as set before" in r.output
+    assert db.execute("SELECT password_hash FROM manager").fetchone() == before
+
+
+def test_ensure_manager_takes_the_password_from_the_environment(app, db, restore_manager):
+    r = app.test_cli_runner().invoke(args=["ensure-manager"], env={
+        "MANAGER_USERNAME": "boss", "MANAGER_PASSWORD": "from the environment"})
+    assert r.exit_code == 0, r.output
+    assert r.output.strip() == "manager login: boss / (from MANAGER_PASSWORD)"
+    assert "from the environment" not in r.output
+    client = app.test_client()
+    assert login(client, "boss", "from the environment").status_code == 302
+
+
+def test_ensure_manager_on_first_run_prints_a_generated_login(app, db, restore_manager):
+    db.execute("DELETE FROM manager")
+    r = app.test_cli_runner().invoke(args=["ensure-manager"], env={"MANAGER_PASSWORD": None,
+                                                                   "MANAGER_USERNAME": None})
+    assert r.exit_code == 0, r.output
+    m = re.fullmatch(r"manager login: admin / (\S+)", r.output.strip())
+    assert m, r.output
+    client = app.test_client()
+    assert login(client, "admin", m.group(1)).status_code == 302
+    assert logged_in(client)
+
+
+def test_ensure_manager_refuses_a_short_password_clearly(app, db, restore_manager):
+    before = db.execute("SELECT password_hash FROM manager").fetchone()
+    r = app.test_cli_runner().invoke(args=["ensure-manager"], env={"MANAGER_PASSWORD": "short"})
+    assert r.exit_code != 0
+    assert "at least 8 characters" in r.output and "Traceback" not in r.output
+    assert db.execute("SELECT password_hash FROM manager").fetchone() == before
+
+
+def test_set_password_changes_the_login(app, restore_manager):
+    runner = app.test_cli_runner()
+    r = runner.invoke(args=["set-password", "--username", "admin"], input="a new password\na new password\n")
+    assert r.exit_code == 0, r.output
+    assert "password set for admin" in r.output
+    assert login(app.test_client(), "admin", MANAGER[1]).status_code == 200  # the old one is refused
+    assert login(app.test_client(), "admin", "a new password").status_code == 302
+
+
+@pytest.mark.parametrize("entered,message", [
+    ("short\nshort\n", "at least 8 characters"),
+    ("a long password\nanother password\n", "do not match"),
+])
+def test_set_password_refuses_bad_input_clearly(app, db, restore_manager, entered, message):
+    before = db.execute("SELECT password_hash FROM manager").fetchone()
+    r = app.test_cli_runner().invoke(args=["set-password"], input=entered)
+    assert r.exit_code != 0
+    assert message in r.output and "Traceback" not in r.output
+    assert db.execute("SELECT password_hash FROM manager").fetchone() == before
