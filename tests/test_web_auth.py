@@ -27,10 +27,10 @@ def logged_in(client) -> bool:
     return client.get("/").status_code == 200
 
 
-def concrete(rule) -> str:
-    """A URL for a rule, with 1 for every number and 'x' for every other part."""
+def concrete(rule, number=1) -> str:
+    """A URL for a rule, with `number` for every number and 'x' for every other part."""
     return re.sub(r"<(?:(\w+)(?:\([^)]*\))?:)?(\w+)>",
-                  lambda m: "1" if m.group(1) == "int" else "x", rule.rule)
+                  lambda m: str(number) if m.group(1) == "int" else "x", rule.rule)
 
 
 @pytest.fixture
@@ -198,3 +198,46 @@ def test_set_password_refuses_bad_input_clearly(app, db, restore_manager, entere
     assert r.exit_code != 0
     assert message in r.output and "Traceback" not in r.output
     assert db.execute("SELECT password_hash FROM manager").fetchone() == before
+
+
+def test_every_form_post_without_a_csrf_token_is_refused(app, db, manager):
+    """With CSRF on, each POST route refuses a missing or forged token with the clear page,
+    before it acts: the draft campaign and its list stay as they were."""
+    list_id = db.execute("INSERT INTO lists (name) VALUES ('csrf-probe') RETURNING id").fetchone()["id"]
+    cid = db.execute("INSERT INTO campaigns (name, from_email, subject, body_html, list_id) VALUES "
+                     "('csrf', 'a@example.com', 's', 'b', %s) RETURNING id", (list_id,)).fetchone()["id"]
+    client = app.test_client()
+    login(client)
+    posts = [r for r in app.url_map.iter_rules() if "POST" in r.methods and r.endpoint != "public.unsubscribe"]
+    assert len(posts) >= 8
+    for rule in posts:
+        url = concrete(rule, cid)
+        for data in ({"name": "x", "email": "x@example.com"}, {"csrf_token": "forged", "name": "x"}):
+            r = client.post(url, data=data)
+            assert r.status_code == 400, (url, r.status_code)
+            if url.startswith("/api/"):
+                assert "security token" in r.get_json()["error"], url
+            else:
+                assert "Form expired" in r.get_data(as_text=True), url
+    assert db.execute("SELECT status FROM campaigns WHERE id = %s", (cid,)).fetchone()["status"] == "draft"
+    assert db.execute("SELECT count(*) AS n FROM deliveries WHERE campaign_id = %s", (cid,)).fetchone()["n"] == 0
+    assert db.execute("SELECT count(*) AS n FROM lists WHERE name = 'x'").fetchone()["n"] == 0
+    assert logged_in(client)  # logout without a token did not log out
+
+
+def test_a_multipart_upload_without_a_token_is_refused(app, db, manager):
+    import io
+
+    client = app.test_client()
+    login(client)
+    r = client.post("/contacts/upload", content_type="multipart/form-data",
+                    data={"file": (io.BytesIO(b"email\ncsrf-upload@example.com\n"), "c.csv")})
+    assert r.status_code == 400 and "Form expired" in r.get_data(as_text=True)
+    assert db.execute("SELECT 1 FROM contacts WHERE email = 'csrf-upload@example.com'").fetchone() is None
+
+
+def test_login_without_a_token_is_refused(app, manager):
+    client = app.test_client()
+    r = client.post("/login", data={"username": manager[0], "password": manager[1]})
+    assert r.status_code == 400 and "Form expired" in r.get_data(as_text=True)
+    assert not logged_in(client)
