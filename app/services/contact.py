@@ -13,6 +13,7 @@ from ..forms import normalise_email
 
 MAX_CSV_ROWS = 50_000
 MAX_FIELD = 10_000
+MAX_NAME = 500  # the contacts.name CHECK
 
 
 class ContactError(ValueError):
@@ -33,8 +34,12 @@ def parse_attributes(text: str | None) -> dict:
         value = json.loads(text)
     except ValueError as exc:
         raise ContactError(f"attributes are not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ContactError("attributes are not valid JSON: nested too deeply") from None
     if not isinstance(value, dict):
         raise ContactError("attributes must be a JSON object, like {\"city\": \"Oslo\"}")
+    if "\\u0000" in json.dumps(value):  # JSONB cannot store a NUL character
+        raise ContactError("attributes cannot contain a NUL character (\\u0000)")
     return value
 
 
@@ -60,7 +65,10 @@ def import_csv(data: bytes, list_id: int | None) -> CsvReport:
     except csv.Error:
         dialect = csv.excel
     reader = csv.reader(io.StringIO(text), dialect)
-    header = [h.strip() for h in next(reader, [])]
+    try:
+        header = [h.strip() for h in next(reader, [])]
+    except csv.Error as exc:
+        raise ContactError(f"the header row is not valid CSV: {exc}") from None
     lowered = [h.lower() for h in header]
     if "email" not in lowered:
         raise ContactError("the first row must be a header with an 'email' column")
@@ -68,7 +76,14 @@ def import_csv(data: bytes, list_id: int | None) -> CsvReport:
     name_at = lowered.index("name") if "name" in lowered else None
     report = CsvReport()
     with pool().connection() as conn:
-        for row in reader:
+        while True:
+            try:
+                row = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as exc:  # a malformed line, e.g. a field over csv's size limit
+                report.rejected.append((reader.line_num, f"not valid CSV: {exc}"))
+                continue
             line = reader.line_num
             if line > MAX_CSV_ROWS + 1:
                 raise ContactError(f"the file has more than {MAX_CSV_ROWS} rows: use the import page")
@@ -82,6 +97,9 @@ def import_csv(data: bytes, list_id: int | None) -> CsvReport:
                 continue
             if any("\x00" in cell for cell in row):
                 report.rejected.append((line, "a field contains a NUL character"))
+                continue
+            if name_at is not None and len(row[name_at].strip()) > MAX_NAME:
+                report.rejected.append((line, f"the name is longer than {MAX_NAME} characters"))
                 continue
             try:
                 email = normalise_email(row[email_at])

@@ -35,7 +35,8 @@ def add():
         try:
             attributes = contacts.parse_attributes(form.attributes.data)
             with pool().connection() as conn:
-                contacts.add(conn, form.email.data, form.name.data.strip(), attributes, form.list_id.data or None)
+                contacts.add(conn, form.email.data, (form.name.data or "").strip(), attributes,
+                             form.list_id.data or None)
             flash(f"Saved {form.email.data}.", "ok")
             return redirect(url_for(".index"))
         except ContactError as exc:
