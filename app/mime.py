@@ -7,6 +7,7 @@ differ and the two quoted-printable text parts are encoded.
 """
 import base64
 import binascii
+import re
 import secrets
 from email.header import Header
 from email.utils import formataddr, formatdate, make_msgid
@@ -35,9 +36,25 @@ def address(name: str, email: str) -> str:
     return formataddr((_clean(name), _clean(email)), charset="utf-8")
 
 
-def _qp(text: str) -> bytes:
-    body = "\r\n".join(text.replace("\r\n", "\n").replace("\r", "\n").split("\n"))
-    return binascii.b2a_qp(body.encode("utf-8"), istext=True)
+_LONG_LINE = re.compile(r"[^\n]{999}")
+
+
+def _body(text: str) -> tuple[str, bytes]:
+    """A text part as (Content-Transfer-Encoding, CRLF-terminated bytes).
+
+    ASCII with lines of at most 998 characters is valid as it is (7bit) and most campaigns
+    are; anything else is quoted-printable. Quoting 1 KB costs ~11 us, a tenth of a send.
+    """
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if text.isascii() and "\x00" not in text and not _LONG_LINE.search(text):
+        return "7bit", text.replace("\n", "\r\n").encode("ascii")
+    return "quoted-printable", binascii.b2a_qp("\r\n".join(text.split("\n")).encode("utf-8"), istext=True)
+
+
+def _part(alt: str, content_type: str, text: str) -> bytes:
+    encoding, body = _body(text)
+    return (f"--{alt}\r\nContent-Type: {content_type}; charset=\"utf-8\"\r\n"
+            f"Content-Transfer-Encoding: {encoding}\r\n\r\n").encode("ascii") + body
 
 
 @dataclass(frozen=True)
@@ -102,15 +119,8 @@ class Skeleton:
         if unsubscribe_url:
             headers.append(f"List-Unsubscribe: <{unsubscribe_url}>")
             headers.append("List-Unsubscribe-Post: List-Unsubscribe=One-Click")
-        alternative = (
-            f"--{alt}\r\nContent-Type: text/plain; charset=\"utf-8\"\r\n"
-            "Content-Transfer-Encoding: quoted-printable\r\n\r\n".encode()
-            + _qp(text)
-            + f"\r\n--{alt}\r\nContent-Type: text/html; charset=\"utf-8\"\r\n"
-            "Content-Transfer-Encoding: quoted-printable\r\n\r\n".encode()
-            + _qp(html)
-            + f"\r\n--{alt}--\r\n".encode()
-        )
+        alternative = (_part(alt, "text/plain", text) + b"\r\n" + _part(alt, "text/html", html)
+                       + f"\r\n--{alt}--\r\n".encode())
         if not self.attachment_parts:
             headers.append(f'Content-Type: multipart/alternative; boundary="{alt}"')
             return ("\r\n".join(headers) + "\r\n\r\n").encode("utf-8") + alternative
