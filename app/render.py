@@ -39,6 +39,19 @@ class _Sandbox(ImmutableSandboxedEnvironment):
                 return self.undefined(obj=obj, name=attribute)
         return super().getattr(obj, attribute)
 
+    @staticmethod
+    def concat(pieces):
+        """Join a render's output as it is produced and stop at MAX_RENDERED_BYTES: a loop like
+        `{% for i in range(100000) %}{{ 'x' * 100000 }}{% endfor %}` would otherwise build
+        10 GB before any size check could see it."""
+        out, size = [], 0
+        for piece in pieces:
+            size += len(piece)
+            if size > MAX_RENDERED_BYTES:
+                raise SecurityError("the rendered email is over 2 MB")
+            out.append(piece)
+        return "".join(out)
+
     def call_binop(self, context, operator, left, right):
         if operator == "**" and isinstance(right, (int, float)) and abs(right) > 64:
             raise SecurityError("exponent too large")
