@@ -52,7 +52,8 @@ class ListForm(FlaskForm):
 
 class CsvUploadForm(FlaskForm):
     file = FileField("CSV file", validators=[FileRequired()])
-    list_id = SelectField("Add to list", coerce=int, validators=[Optional()])
+    # Its own id: the contacts page shows this form next to ContactForm, whose select is list_id.
+    list_id = SelectField("Add to list", coerce=int, validators=[Optional()], id="upload_list_id")
 
 
 class CampaignForm(FlaskForm):
@@ -77,7 +78,9 @@ class PreviewForm(FlaskForm):
 
 class TestSendForm(FlaskForm):
     to = StringField("Send a test to", validators=[DataRequired(), Length(max=320), EmailAddress()])
-    contact_email = StringField("Render as contact (optional)", validators=[Optional(), Length(max=320)])
+    # Its own id: the campaign page shows this form next to PreviewForm's contact_email.
+    contact_email = StringField("Render as contact (optional)", validators=[Optional(), Length(max=320)],
+                                id="test_contact_email")
 
 
 class ActionForm(FlaskForm):
