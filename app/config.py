@@ -22,3 +22,20 @@ class Config:
     MAX_UPLOAD_BYTES = env_int("MAX_UPLOAD_BYTES", 50 * 1024 * 1024)
     UNSUBSCRIBE_TOKEN_MAX_AGE = env_int("UNSUBSCRIBE_TOKEN_MAX_AGE", 180 * 24 * 3600)
     PREPARE_BATCH = env_int("PREPARE_BATCH", 100)
+    # Delivery (issue 4). Several outbound servers, in order of preference, comma-separated;
+    # each URL may carry max_connections= and rate= (per worker process), see app/smtp.py.
+    SMTP_URLS = env("SMTP_URLS", SMTP_URL)
+    SMTP_FAILOVER_AFTER = env_int("SMTP_FAILOVER_AFTER", 3)  # connection faults in a row
+    SMTP_COOLDOWN_SECONDS = float(env("SMTP_COOLDOWN_SECONDS", "10"))
+    # Retries: exponential backoff with jitter from RETRY_BASE_MS, capped well below
+    # RabbitMQ's 30-minute consumer timeout (a delayed message is held unacked until due).
+    RETRY_BASE_MS = env_int("RETRY_BASE_MS", 30_000)
+    RETRY_MAX_MS = min(env_int("RETRY_MAX_MS", 15 * 60 * 1000), 20 * 60 * 1000)
+    # Deliveries claimed per database round trip: also the most a killed worker thread can
+    # leave `unknown`.
+    DISPATCH_CLAIM_CHUNK = env_int("DISPATCH_CLAIM_CHUNK", 10)
+    HEARTBEAT_SECONDS = float(env("HEARTBEAT_SECONDS", "2"))
+    WORKER_DEAD_AFTER = env("WORKER_DEAD_AFTER", "20 seconds")  # heartbeat silence -> claims unknown
+    UNKNOWN_AFTER = env("UNKNOWN_AFTER", "30 minutes")  # a claim this old is unknown regardless
+    PURGE_CONFIRM_SECONDS = float(env("PURGE_CONFIRM_SECONDS", "8"))
+    CONTROL_MAX_BODY = env_int("CONTROL_MAX_BODY", 4096)

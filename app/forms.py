@@ -85,3 +85,29 @@ class TestSendForm(FlaskForm):
 
 class ActionForm(FlaskForm):
     """A bare form for buttons (send, delete, logout): it exists for its CSRF token."""
+
+
+BIGINT = NumberRange(1, 2**63 - 1, message="must be a positive whole number")
+
+
+class JournalFilterForm(FlaskForm):
+    """The journal page's filters (a GET form: nothing to protect with a token)."""
+
+    class Meta:
+        csrf = False
+
+    campaign = IntegerField("Campaign #", validators=[Optional(), BIGINT])
+    kind = StringField("Event", validators=[Optional(), Length(max=100)])
+    email = StringField("Address", validators=[Optional(), Length(max=320)])
+    before = IntegerField(validators=[Optional(), BIGINT])
+
+
+class DeadLetterFilterForm(FlaskForm):
+    class Meta:
+        csrf = False
+
+    campaign = IntegerField("Campaign #", validators=[Optional(), BIGINT])
+    status = SelectField("Show", choices=[("open", "open"), ("replayed", "replayed"),
+                                          ("discarded", "discarded"), ("all", "all")], default="open")
+    unassigned = StringField(validators=[Optional(), Length(max=5)])
+    before = IntegerField(validators=[Optional(), BIGINT])

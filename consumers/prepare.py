@@ -14,7 +14,7 @@ from app.tokens import unsubscribe_url
 
 from . import cache, state
 from .broker import broker  # noqa: F401  (sets the broker before actors are declared)
-from .dispatch import dispatch
+from .dispatch import dispatch, dispatch_urgent
 
 
 @dramatiq.actor(queue_name="enqueue", max_retries=20, min_backoff=1000, max_backoff=60_000)
@@ -23,16 +23,24 @@ def enqueue_campaign(campaign_id: int):
     after, size = 0, Config.PREPARE_BATCH
     while state.is_running(campaign_id):
         with pool().connection() as conn:
-            ids = [r["id"] for r in conn.execute(
-                q.delivery_open_page, {"campaign_id": campaign_id, "after": after, "limit": size})]
-        if not ids:
+            rows = conn.execute(
+                q.delivery_open_page, {"campaign_id": campaign_id, "after": after, "limit": size}).fetchall()
+        if not rows:
             return
-        prepare.send(campaign_id, ids)
-        after = ids[-1]
+        due = [r["id"] for r in rows if not r["wait_ms"]]
+        if due:
+            prepare.send(campaign_id, due)
+        waiting = [r for r in rows if r["wait_ms"]]
+        if waiting:  # retries keep what is left of their backoff
+            prepare.send_with_options(args=(campaign_id, [r["id"] for r in waiting]),
+                                      delay=max(r["wait_ms"] for r in waiting))
+        after = rows[-1]["id"]
 
 
 @dramatiq.actor(queue_name="prepare", max_retries=20, min_backoff=1000, max_backoff=60_000)
-def prepare(campaign_id: int, delivery_ids: list[int]):
+def prepare(campaign_id: int, delivery_ids: list[int], urgent: bool = False):
+    """`urgent` marks a single send (a resent delivery): it came through the urgent queue
+    and its email goes on through it, ahead of bulk work."""
     if not state.is_running(campaign_id):
         return  # the rows stay open in PostgreSQL; resume re-enqueues them
     compiled = cache.compiled(campaign_id)
@@ -53,7 +61,7 @@ def prepare(campaign_id: int, delivery_ids: list[int]):
     if failed:
         _fail(campaign_id, failed)
     if emails:
-        dispatch.send(campaign_id, emails)
+        (dispatch_urgent if urgent else dispatch).send(campaign_id, emails)
 
 
 def _fail(campaign_id: int, failed: list):

@@ -18,6 +18,10 @@ def counts(campaign_id: int) -> dict:
     with pool().connection() as conn:
         c = counts_in(conn, campaign_id)
     c["total"] = sum(c.values())
+class NoSuchCampaign(CampaignError):
+    pass
+
+
     c["open"] = c.get("queued", 0) + c.get("retry", 0) + c.get("sending", 0)
     return c
 
@@ -72,6 +76,62 @@ def complete_if_done(conn, campaign_id: int) -> bool:
     if done:
         journal.append(conn, [Event("campaign.completed", campaign_id,
                                     detail=counts_in(conn, campaign_id),
+# What each control action makes of a campaign, and from which states (the SQL trigger
+# guards the same moves; this list only gives clearer refusals).
+ACTIONS = {"pause": ("paused", ("running",)),
+           "resume": ("running", ("paused", "stopped")),
+           "stop": ("stopped", ("running", "paused"))}
+
+
+def control(campaign_id: int, action: str, source: str, detail: dict | None = None) -> dict:
+    """Pause, resume or stop a campaign: the one code path for the UI, the console and the
+    scheduler's purge-to-stop, journaled with its source.
+
+    Pause and stop leave every unsent delivery open in PostgreSQL (workers put prefetched
+    work back untouched); resume re-enqueues exactly the open ones.
+    """
+    if action not in ACTIONS:
+        raise CampaignError(f"unknown action {str(action)[:40]!r}: use pause, resume or stop")
+    to_status, allowed = ACTIONS[action]
+    refusal = None
+    with pool().connection() as conn:
+        campaign = conn.execute(q.campaign_lock, {"id": campaign_id}).fetchone()
+        if campaign is None:
+            raise NoSuchCampaign(f"no campaign {campaign_id}")
+        counts = counts_in(conn, campaign_id)
+        about = {"action": action, "counts": counts, **(detail or {})}
+        if campaign["status"] == to_status:
+            journal.append(conn, [Event("control.noop", campaign_id, source=source,
+                                        detail={**about, "status": campaign["status"]})])
+            return {"changed": False, "status": to_status, "counts": counts}
+        if campaign["status"] not in allowed:
+            done = {"pause": "paused", "resume": "resumed", "stop": "stopped"}[action]
+            refusal = f"a {campaign['status']} campaign cannot be {done}"
+            journal.append(conn, [Event("control.refused", campaign_id, source=source,
+                                        detail={**about, "status": campaign["status"], "reason": refusal})])
+        else:
+            transition(conn, campaign, to_status, source, about)
+            if to_status == "running" and complete_if_done(conn, campaign_id):
+                return {"changed": True, "status": "completed", "counts": counts}
+    if refusal:
+        raise CampaignError(refusal)
+    if to_status == "running":
+        enqueue(campaign_id)
+    return {"changed": True, "status": to_status, "counts": counts}
+
+
+def reopen(conn, campaign_id: int, source: str, reason: str) -> str:
+    """A finished campaign whose dead letters or unknown deliveries are sent again runs
+    again until they are done. Returns the campaign's status afterwards."""
+    campaign = conn.execute(q.campaign_lock, {"id": campaign_id}).fetchone()
+    if campaign is None:
+        raise CampaignError(f"no campaign {campaign_id}")
+    if campaign["status"] == "completed":
+        transition(conn, campaign, "running", source, {"reason": reason})
+        return "running"
+    return campaign["status"]
+
+
                                     key=f"c{campaign_id}.completed")])
     return bool(done)
 

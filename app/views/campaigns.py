@@ -84,6 +84,9 @@ def stats(campaign_id):
 
 
 @bp.route("/campaigns/<int:campaign_id>/attachments", methods=["POST"])
+        unknown=fetchall(q.delivery_list, {"campaign_id": campaign_id, "after": 0, "status": "unknown", "limit": 200}),
+        dead_letters={r["status"]: r["n"] for r in fetchall(
+            q.dead_letter_counts, {"campaign_id": campaign_id, "unassigned": False})},
 def attach(campaign_id):
     campaign = _get(campaign_id)
     form = AttachmentForm()
@@ -166,4 +169,27 @@ def send(campaign_id):
         flash(f"Sending to {result['deliveries']} recipients.", "ok")
     else:
         flash(f"This campaign is already {result['status']}: nothing was sent again.", "error")
+    return redirect(url_for(".show", campaign_id=campaign_id))
+
+
+@bp.route("/campaigns/<int:campaign_id>/control/<action>", methods=["POST"])
+def control(campaign_id, action):
+    """Pause, resume, stop: the same service call the console consumer makes."""
+    _get(campaign_id)
+    if action not in campaigns.ACTIONS:
+        abort(404)
+    if not ActionForm().validate_on_submit():
+        abort(400)
+    try:
+        result = campaigns.control(campaign_id, action, source="ui")
+    except CampaignError as exc:
+        flash(f"Not done: {exc}.", "error")
+        return redirect(url_for(".show", campaign_id=campaign_id))
+    if not result["changed"]:
+        flash(f"The campaign is already {result['status']}.", "ok")
+    elif result["status"] == "running":
+        flash("Resumed: every delivery still open is queued again.", "ok")
+    else:
+        left = sum(result["counts"].get(s, 0) for s in ("queued", "retry", "sending"))
+        flash(f"Campaign {result['status']}: {left} emails not sent are kept as not sent.", "ok")
     return redirect(url_for(".show", campaign_id=campaign_id))
