@@ -48,6 +48,21 @@ def load(amqp_url: str | None = None, api_url: str | None = None) -> str:
     return vhost
 
 
+def queue_depths(amqp_url: str | None = None, api_url: str | None = None) -> dict[str, int]:
+    """Messages per queue of the vhost, ready and unacknowledged (held by consumers) alike.
+
+    The management API refreshes these figures every few seconds (collect_statistics_interval,
+    5 s by default): callers must not act on one reading alone.
+    """
+    base, auth = _api(api_url or Config.RABBITMQ_API)
+    vhost = quote(vhost_of(amqp_url or Config.AMQP_URL), safe="")
+    r = requests.get(f"{base}/queues/{vhost}", auth=auth, timeout=5,
+                     params={"columns": "name,messages_ready,messages_unacknowledged"})
+    r.raise_for_status()
+    return {x["name"]: int(x.get("messages_ready") or 0) + int(x.get("messages_unacknowledged") or 0)
+            for x in r.json()}
+
+
 def delete_vhost(amqp_url: str, api_url: str | None = None) -> None:
     base, auth = _api(api_url or Config.RABBITMQ_API)
     requests.delete(f"{base}/vhosts/{quote(vhost_of(amqp_url), safe='')}", auth=auth, timeout=10)

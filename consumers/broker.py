@@ -2,19 +2,31 @@
 
 Publisher confirms are on: a Send that returned has its work in RabbitMQ, not in a socket
 buffer. Prefetch is kept small so a purge of a queue leaves little already in a worker's
-hands (see README, "Purge-to-stop").
+hands (see README, "Operations"): each worker process holds at most QUEUE_PREFETCH messages
+of each queue, where Dramatiq's own default would be twice its thread count.
 """
 import os
 
 import dramatiq
+import dramatiq.worker
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
+from dramatiq.middleware import CurrentMessage
 
-from app.config import Config
+from app.config import Config, env_int
+
+QUEUE_PREFETCH = env_int("dramatiq_queue_prefetch", 8)
+dramatiq.worker.QUEUE_PREFETCH = QUEUE_PREFETCH  # read when a Worker is built, after this import
 
 if os.environ.get("DRAMATIQ_STUB") == "1":  # pure unit tests only
     from dramatiq.brokers.stub import StubBroker
 
     broker = StubBroker()
 else:
+    from .heartbeat import Heartbeat
+    from .messages import ValidateMessages
+
     broker = RabbitmqBroker(url=Config.AMQP_URL, confirm_delivery=True)
+    broker.add_middleware(ValidateMessages())
+    broker.add_middleware(CurrentMessage())
+    broker.add_middleware(Heartbeat())
 dramatiq.set_broker(broker)

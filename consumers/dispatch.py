@@ -1,39 +1,64 @@
-"""dispatch: claim, send over a reused SMTP connection, record every outcome.
+"""dispatch: claim, send over pooled SMTP connections, record every outcome.
 
 Claim before send: the conditional UPDATE in `delivery_claim` lets exactly one worker own a
-delivery, so a redelivered, replayed or duplicated batch sends nothing twice. Outcomes and
-their journal events are written for the whole batch in one transaction.
+delivery, so a redelivered, replayed or duplicated batch sends nothing twice; what it
+skips is journaled as dropped. A batch is claimed a chunk at a time (DISPATCH_CLAIM_CHUNK),
+and the outcomes of one chunk are written in the same transaction that claims the next, so
+a worker killed mid-batch leaves at most one chunk per thread `unknown`, and untouched
+emails simply open.
+
+Outcomes: 2xx sent; 4xx, refused, timeout or dropped mid-DATA retried through the
+`dispatch.DQ` delay queue with exponential backoff and jitter, up to the campaign's
+max_attempts; then `dead`, recorded as a dead letter and copied to `dispatch.XQ`. A 5xx
+fails at once; a 550-class "no such user" also suppresses the address.
 """
+import logging
 import random
+import secrets
 import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass
 from email.utils import formatdate
 
 import dramatiq
+import psycopg
+from dramatiq.middleware import CurrentMessage
+from psycopg.types.json import Jsonb
 
 from app.config import Config
 from app.db import pool, q
 from app.services import journal
 from app.services.campaign import complete_if_done
 from app.services.journal import Event
-from app.smtp import SendOutcome, SmtpConnection, SmtpServer
+from app.smtp import SendOutcome, SmtpPool, servers_from_urls
 
 from . import cache, state
-from .broker import broker  # noqa: F401
+from .broker import broker
+from .heartbeat import worker_id
+from .messages import Email
 
-_local = threading.local()
-MAX_RETRY_DELAY_MS = 15 * 60 * 1000  # well under RabbitMQ's 30 min consumer timeout
+log = logging.getLogger("dispatch")
+RECORD_PATIENCE = 120.0  # seconds to keep trying to write outcomes we know while PostgreSQL is away
+
+_pool: SmtpPool | None = None
+_pool_lock = threading.Lock()
 
 
-def connection() -> SmtpConnection:
-    conn = getattr(_local, "smtp", None)
-    if conn is None:
-        conn = _local.smtp = SmtpConnection(SmtpServer.from_url(Config.SMTP_URL))
-    return conn
+def smtp_pool() -> SmtpPool:
+    global _pool
+    if _pool is None:
+        with _pool_lock:
+            if _pool is None:
+                _pool = SmtpPool(servers_from_urls(Config.SMTP_URLS), Config.SMTP_FAILOVER_AFTER,
+                                 Config.SMTP_COOLDOWN_SECONDS)
+    return _pool
 
 
 def retry_delay_ms(attempt: int) -> int:
-    """Exponential backoff with full jitter: 2 s, 4 s, 8 s ... capped at 15 minutes."""
-    base = min(MAX_RETRY_DELAY_MS, 1000 * 2 ** attempt)
+    """Exponential backoff with jitter: the n-th retry waits between half and all of
+    RETRY_BASE_MS * 2^(n-1), never more than RETRY_MAX_MS (below RabbitMQ's consumer timeout)."""
+    base = min(Config.RETRY_MAX_MS, Config.RETRY_BASE_MS * 2 ** max(0, attempt - 1))
     return int(base / 2 + random.random() * base / 2)
 
 
@@ -44,68 +69,213 @@ def is_unknown_user(outcome: SendOutcome) -> bool:
         w in reply for w in ("user", "mailbox", "recipient", "no such", "5.1.1", "address rejected"))
 
 
-@dramatiq.actor(queue_name="dispatch", max_retries=20, min_backoff=1000, max_backoff=60_000)
-def dispatch(campaign_id: int, emails: list[dict]):
+@dataclass
+class Outcome:
+    email: dict
+    attempt: int
+    status: str  # sent, failed, retry, dead
+    reply: str
+    message_id: str | None = None
+    wait_ms: int | None = None
+    not_tried: bool = False
+    suppress: bool = False
+
+    @property
+    def key(self) -> str:
+        return f"d{self.email['d']}.a{self.attempt}.{'deferred' if self.not_tried else self.status}"
+
+
+def _message_id() -> str | None:
+    message = CurrentMessage.get_current_message()
+    return message.message_id if message else None
+
+
+class _Batch:
+    """The database side of one dispatch message: claims, outcomes, journal, dead letters."""
+
+    def __init__(self, campaign_id: int, emails: list[dict]):
+        self.campaign_id = campaign_id
+        self.by_id = {e["d"]: e for e in emails}
+        self.claimed_by = f"{worker_id()}/{secrets.token_hex(4)}"
+        self.source_message = _message_id()
+
+    def commit(self, outcomes: list[Outcome], unclaimed: list[int], claim: list[dict],
+               smtp_events: list[tuple[str, dict]]) -> dict[int, tuple[int, int]]:
+        """Write outcomes and claim the next chunk in one transaction, retried while the
+        database is unreachable (we hold the truth about what was sent). Every write is
+        idempotent, so a retry after a commit whose answer was lost changes nothing."""
+        deadline = time.monotonic() + RECORD_PATIENCE
+        pause = 0.5
+        while True:
+            try:
+                return self._commit(outcomes, unclaimed, claim, smtp_events)
+            except psycopg.OperationalError as exc:
+                if time.monotonic() > deadline:
+                    raise
+                log.warning("database unavailable while recording a batch (%s); retrying", exc)
+                time.sleep(pause)
+                pause = min(pause * 2, 5.0)
+
+    def _commit(self, outcomes, unclaimed, claim, smtp_events):
+        cid = self.campaign_id
+        events = [Event(kind, cid, source="dispatch", detail=detail) for kind, detail in smtp_events]
+        with pool().connection() as conn:
+            if outcomes:
+                conn.execute(q.delivery_record_outcomes, {
+                    "ids": [o.email["d"] for o in outcomes],
+                    "statuses": [o.status for o in outcomes],
+                    "replies": [o.reply for o in outcomes],
+                    "errors": [None if o.status == "sent" else o.reply for o in outcomes],
+                    "message_ids": [o.message_id for o in outcomes],
+                    "not_tried": [int(o.not_tried) for o in outcomes],
+                    "wait_ms": [o.wait_ms for o in outcomes],
+                    "claimed_by": self.claimed_by,
+                })
+                events += [Event("delivery.deferred" if o.not_tried else "delivery." + o.status, cid,
+                                 o.email["d"], o.email["to"], key=o.key,
+                                 detail={"attempt": o.attempt - o.not_tried, "reply": o.reply,
+                                         "message_id": o.message_id, "retry_in_ms": o.wait_ms})
+                           for o in outcomes]
+            if unclaimed:
+                conn.execute(q.delivery_unclaim, {"ids": unclaimed, "claimed_by": self.claimed_by})
+            suppress = [o.email["to"] for o in outcomes if o.suppress]
+            if suppress:
+                conn.execute(q.suppression_add_bounces, {"emails": suppress})
+                events += [Event("suppression.added", cid, o.email["d"], o.email["to"], key=f"{o.key}.suppressed",
+                                 detail={"reason": o.reply}) for o in outcomes if o.suppress]
+            dead = [o for o in outcomes if o.status == "dead"]
+            if dead:
+                conn.execute(q.dead_letter_insert, {
+                    "keys": [o.key for o in dead], "queue_name": "dispatch",
+                    "campaign_ids": [cid] * len(dead), "delivery_ids": [o.email["d"] for o in dead],
+                    "emails": [o.email["to"] for o in dead], "actor_names": ["dispatch"] * len(dead),
+                    "reasons": [f"no delivery after {o.attempt} attempts: {o.reply}" for o in dead],
+                    "messages": [Jsonb(_dead_message(cid, o).asdict()) for o in dead],
+                    "raws": [None] * len(dead)})
+            claimed = {}
+            if claim:
+                ids = [e["d"] for e in claim]
+                params = {"ids": ids, "campaign_id": cid, "claimed_by": self.claimed_by}
+                rows = conn.execute(q.delivery_claim, params).fetchall()
+                rows += conn.execute(q.delivery_claimed_by, params).fetchall() if len(rows) < len(ids) else []
+                claimed = {r["id"]: (r["attempts"], r["round_attempt"]) for r in rows}
+                events += [Event("delivery.duplicate_dropped", cid, e["d"], e["to"],
+                                 detail={"message": self.source_message},
+                                 key=f"dup.{self.source_message}.{e['d']}" if self.source_message else None)
+                           for e in claim if e["d"] not in claimed]
+            journal.append(conn, events)
+        return claimed
+
+
+def _dead_message(campaign_id: int, outcome: Outcome) -> dramatiq.Message:
+    """The dead email as a dispatch message of its own, as it sits in dispatch.XQ."""
+    return dispatch.message_with_options(
+        args=(campaign_id, [outcome.email]),
+        dead_reason=f"no delivery after {outcome.attempt} attempts: {outcome.reply}",
+        dead_key=outcome.key).copy(queue_name="dispatch.XQ")
+
+
+def _attempt(sender, campaign: dict, skeleton, e: dict, attempt: int, round_attempt: int, date: str) -> Outcome:
+    message_id = skeleton.message_id(e["d"])
+    try:
+        message = skeleton.build_message(to_name=e["n"], to_email=e["to"], subject=e["s"], html=e["h"],
+                                         text=e["t"], message_id=message_id, unsubscribe_url=e["u"], date=date)
+    except (ValueError, TypeError, UnicodeError) as exc:
+        return Outcome(e, attempt, "failed", f"the message could not be built: {exc}")
+    try:
+        reply = sender.send(campaign["from_email"], e["to"], message)
+    except SendOutcome as o:
+        if o.deferred:
+            wait = int(o.retry_after * 1000) + random.randint(0, 1000)
+            return Outcome(e, attempt, "retry", o.reply, wait_ms=wait, not_tried=True)
+        if o.permanent:
+            return Outcome(e, attempt, "failed", o.reply, suppress=is_unknown_user(o))
+        if round_attempt >= campaign["max_attempts"]:
+            return Outcome(e, attempt, "dead", o.reply)
+        return Outcome(e, attempt, "retry", o.reply, wait_ms=retry_delay_ms(round_attempt))
+    return Outcome(e, attempt, "sent", reply, message_id)
+
+
+def _running(campaign_id: int) -> bool:
+    """Between emails: a database that went away does not stop what is already claimed
+    (the outcomes wait for it); only a pause or stop does."""
+    try:
+        return state.is_running(campaign_id)
+    except psycopg.OperationalError:
+        return True
+
+
+def _publish_after_commit(campaign_id: int, outcomes: list[Outcome], actor) -> None:
+    """Retries go to the delay queue, one message per wait; dead emails get their copy in
+    dispatch.XQ. Both only after the outcomes are committed."""
+    waits = defaultdict(list)
+    for o in outcomes:
+        if o.status == "retry":
+            waits[o.wait_ms].append(o.email)
+    for wait, emails in waits.items():
+        actor.send_with_options(args=(campaign_id, emails), delay=wait)
+    for o in outcomes:
+        if o.status == "dead":
+            try:
+                broker.enqueue(_dead_message(campaign_id, o))
+            except dramatiq.errors.ConnectionClosed as exc:  # the dead letter is in PostgreSQL already
+                log.warning("dead letter of delivery %s not copied to dispatch.XQ: %s", o.email["d"], exc)
+
+
+def send_batch(campaign_id: int, emails: list[dict], actor) -> None:
     if not state.is_running(campaign_id):
         return  # still open in PostgreSQL; resume re-enqueues
     campaign = cache.campaign(campaign_id)
-    with pool().connection() as conn:
-        claimed = {r["id"]: r["attempts"] for r in conn.execute(
-            q.delivery_claim, {"ids": [e["d"] for e in emails], "campaign_id": campaign_id})}
-    events = [Event("delivery.duplicate_dropped", campaign_id, e["d"], e["to"])
-              for e in emails if e["d"] not in claimed]
-
     skeleton = cache.skeleton(campaign_id)
-    smtp = connection()
+    batch = _Batch(campaign_id, emails)
+    sender = smtp_pool().sender()
     date = formatdate()
-    outcomes, retries, unclaimed, suppress = [], [], [], []
-    for e in emails:
-        attempt = claimed.get(e["d"])
-        if attempt is None:
-            continue
-        if unclaimed or not state.is_running(campaign_id):
-            unclaimed.append(e["d"])  # paused or stopped mid-batch: give the rest back untouched
-            continue
-        message_id = skeleton.message_id(e["d"])
-        message = skeleton.build_message(to_name=e["n"], to_email=e["to"], subject=e["s"], html=e["h"],
-                                         text=e["t"], message_id=message_id, unsubscribe_url=e["u"],
-                                         date=date)
-        try:
-            reply = smtp.send(campaign["from_email"], e["to"], message)
-        except SendOutcome as o:
-            if o.permanent:
-                status = "failed"
-                if is_unknown_user(o):
-                    suppress.append(e["to"])
-            elif attempt >= campaign["max_attempts"]:
-                status = "dead"
-            else:
-                status = "retry"
-                retries.append(e)
-            outcomes.append((e, attempt, status, o.reply, None))
-            continue
-        outcomes.append((e, attempt, "sent", reply, message_id))
-
-    with pool().connection() as conn:
-        conn.execute(q.delivery_record_outcomes, {
-            "ids": [o[0]["d"] for o in outcomes],
-            "statuses": [o[2] for o in outcomes],
-            "replies": [o[3] for o in outcomes],
-            "errors": [None if o[2] == "sent" else o[3] for o in outcomes],
-            "message_ids": [o[4] for o in outcomes],
-        })
-        if unclaimed:
-            conn.execute(q.delivery_unclaim, {"ids": unclaimed})
-        if suppress:
-            conn.execute(q.suppression_add_bounces, {"emails": suppress})
-        events += [Event("delivery." + status, campaign_id, e["d"], e["to"],
-                         detail={"attempt": attempt, "reply": reply, "message_id": mid},
-                         key=f"d{e['d']}.a{attempt}.{status}")
-                   for e, attempt, status, reply, mid in outcomes]
-        journal.append(conn, events)
-        conn.commit()
-        if retries:
-            attempt = max(claimed[e["d"]] for e in retries)
-            dispatch.send_with_options(args=(campaign_id, retries), delay=retry_delay_ms(attempt))
-        else:
+    size = max(1, Config.DISPATCH_CLAIM_CHUNK)
+    outcomes: list[Outcome] = []
+    untried: list[dict] = []  # claimed by this batch, not attempted yet
+    try:
+        for start in range(0, len(emails), size):
+            if not _running(campaign_id):
+                break  # paused or stopped: the rest was never claimed and stays open
+            claimed = batch.commit(outcomes, [], emails[start:start + size], smtp_pool().drain_events())
+            done, outcomes = outcomes, []
+            untried = [e for e in emails[start:start + size] if e["d"] in claimed]
+            _publish_after_commit(campaign_id, done, actor)
+            while untried and _running(campaign_id):
+                e = untried.pop(0)
+                outcomes.append(_attempt(sender, campaign, skeleton, e, *claimed[e["d"]], date))
+            if untried:
+                break  # paused mid-chunk: hand the rest back untouched
+    except BaseException:
+        # Record what we know and hand back what was never tried, then let Dramatiq retry
+        # the message: its open emails are claimed again, the others dropped as done.
+        _settle(batch, campaign_id, outcomes, untried, actor)
+        raise
+    finally:
+        sender.release()
+    _settle(batch, campaign_id, outcomes, untried, actor)
+    try:
+        with pool().connection() as conn:
             complete_if_done(conn, campaign_id)
+    except psycopg.OperationalError as exc:  # the scheduler completes it later
+        log.warning("campaign %s not checked for completion: %s", campaign_id, exc)
+
+
+def _settle(batch: _Batch, campaign_id: int, outcomes: list[Outcome], untried: list[dict], actor) -> None:
+    if outcomes or untried:
+        batch.commit(outcomes, [e["d"] for e in untried], [], smtp_pool().drain_events())
+        _publish_after_commit(campaign_id, outcomes, actor)
+    outcomes.clear()
+    untried.clear()
+
+
+@dramatiq.actor(queue_name="dispatch", priority=10, max_retries=20, min_backoff=1000, max_backoff=60_000)
+def dispatch(campaign_id: int, emails: list[Email]):
+    send_batch(campaign_id, emails, dispatch)
+
+
+@dramatiq.actor(queue_name="urgent", priority=0, max_retries=20, min_backoff=1000, max_backoff=60_000)
+def dispatch_urgent(campaign_id: int, emails: list[Email]):
+    """Single sends (a replayed dead letter, a resent unknown delivery): their own queue, and
+    the first pick of a worker thread, so they never wait behind a campaign's bulk work."""
+    send_batch(campaign_id, emails, dispatch_urgent)

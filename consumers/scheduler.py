@@ -1,9 +1,11 @@
 """The scheduler: one leader (a PostgreSQL advisory lock) doing the periodic chores.
 
 - start scheduled campaigns whose time has come;
-- mark deliveries claimed by a worker that died as `unknown` after a grace period (never
-  resent without the manager's say);
-- complete running campaigns with nothing left open (a crash can skip the worker's check).
+- mark deliveries claimed by a worker that died as `unknown` once its heartbeat has been
+  silent for WORKER_DEAD_AFTER (never resent without the manager's say);
+- complete running campaigns with nothing left open (a crash can skip the worker's check);
+- purge-to-stop: stop a running campaign whose work was purged from the queues
+  (consumers/purge.py).
 """
 import logging
 import os
@@ -19,13 +21,14 @@ from app.services import journal
 from app.services.campaign import CampaignError
 from app.services.journal import Event
 
+from .purge import PurgeWatch
+
 log = logging.getLogger("scheduler")
 LEADER_LOCK = 727_002
 INTERVAL = float(os.environ.get("SCHEDULER_INTERVAL", "1"))
-UNKNOWN_AFTER = os.environ.get("UNKNOWN_AFTER", "10 minutes")
 
 
-def tick(conn) -> None:
+def tick(conn, watch: PurgeWatch) -> None:
     for row in conn.execute(q.scheduler_due_campaigns).fetchall():
         try:
             campaigns.start(row["id"], source="scheduler")
@@ -34,13 +37,16 @@ def tick(conn) -> None:
                 journal.append(conn, [Event("campaign.start_refused", row["id"], source="scheduler",
                                             detail={"error": str(exc)})])
     with conn.transaction():
-        stale = conn.execute(q.scheduler_mark_unknown, {"grace": UNKNOWN_AFTER}).fetchall()
-        journal.append(conn, [Event("delivery.unknown", r["campaign_id"], r["id"], r["email"],
-                                    detail={"claimed_at": r["claimed_at"].isoformat()},
+        stale = conn.execute(q.scheduler_mark_unknown, {"grace": Config.UNKNOWN_AFTER,
+                                                        "dead_after": Config.WORKER_DEAD_AFTER}).fetchall()
+        journal.append(conn, [Event("delivery.unknown", r["campaign_id"], r["id"], r["email"], source="scheduler",
+                                    detail={"claimed_at": r["claimed_at"].isoformat(), "claimed_by": r["claimed_by"]},
                                     key=f"d{r['id']}.a{r['attempts']}.unknown") for r in stale])
+        conn.execute(q.heartbeat_prune)
     for row in conn.execute(q.scheduler_running_campaigns).fetchall():
         with conn.transaction():
             campaigns.complete_if_done(conn, row["id"])
+    watch.check(conn, watch.depths())
 
 
 def main() -> None:
@@ -51,8 +57,9 @@ def main() -> None:
                 while not conn.execute("SELECT pg_try_advisory_lock(%s) AS ok", (LEADER_LOCK,)).fetchone()["ok"]:
                     time.sleep(INTERVAL * 5)  # another scheduler leads; wait to take over
                 log.info("scheduler is the leader")
+                watch = PurgeWatch()
                 while True:
-                    tick(conn)
+                    tick(conn, watch)
                     time.sleep(INTERVAL)
         except psycopg.OperationalError as exc:
             log.warning("database unavailable (%s); retrying", exc)

@@ -38,6 +38,13 @@ os.environ.update({
     "SECRET_KEY": secrets.token_hex(16),
     "PUBLIC_URL": "http://127.0.0.1:5000",
     "dramatiq_restart_delay": "1000",
+    # Delivery timings shrunk for tests (production defaults in app/config.py).
+    "RETRY_BASE_MS": "300",
+    "SMTP_COOLDOWN_SECONDS": "2",
+    "HEARTBEAT_SECONDS": "1",
+    "WORKER_DEAD_AFTER": "5 seconds",
+    "PURGE_CONFIRM_SECONDS": "7",
+    "SCHEDULER_INTERVAL": "0.5",
 })
 ADMIN_DB_URL = urlunsplit(urlsplit(_base_db)._replace(path="/postgres"))
 
@@ -225,3 +232,43 @@ def page(browser, live_server, manager):
     p.wait_for_url(live_server + "/")
     yield p
     context.close()
+
+
+class Service:
+    """A long-running consumer (`python -m consumers.<name>`) as a real process."""
+
+    def __init__(self, name: str, extra_env=None):
+        self.name = name
+        self.log = open(ROOT / "var" / f"test-{name}-{RUN_ID}.log", "ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", f"consumers.{name}"], cwd=ROOT,
+                                     env={**os.environ, **(extra_env or {})}, stdout=self.log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self):
+        if self.alive():
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@pytest.fixture
+def services(vhost):
+    """Start consumers by module name: services("scheduler"), services("control")...;
+    all are stopped when the test ends."""
+    (ROOT / "var").mkdir(exist_ok=True)
+    started = []
+
+    def start(name, extra_env=None):
+        service = Service(name, extra_env)
+        started.append(service)
+        return service
+
+    yield start
+    for service in started:
+        service.stop()

@@ -3,8 +3,12 @@
 `server.behaviour = fn` where fn(rcpt, attempt) returns None to accept, a reply string such
 as "451 4.7.1 try later" or "550 5.1.1 no such user" to answer DATA with, or "drop" to close
 the connection in the middle of DATA. `attempt` counts the DATA commands seen for that address.
+
+`server.pipelining` (on by default) advertises PIPELINING; `server.refuse_for(20)` closes
+the listening socket for 20 seconds (connections refused), then listens again.
 """
 import threading
+import time
 from collections import Counter
 from email import policy
 from email.parser import BytesParser
@@ -15,6 +19,14 @@ from aiosmtpd.controller import Controller
 class _Handler:
     def __init__(self, server):
         self.server = server
+
+    async def handle_EHLO(self, smtp, session, envelope, hostname, responses):
+        session.host_name = hostname
+        with self.server.lock:
+            self.server.sessions += 1
+        if self.server.pipelining:
+            responses.insert(-1, "250-PIPELINING")
+        return responses
 
     async def handle_DATA(self, smtp, session, envelope):
         s = self.server
@@ -41,7 +53,10 @@ class SmtpServer:
         self.behaviour = None
         self.messages: list[tuple[str, list[str], bytes]] = []
         self.attempts: Counter = Counter()
+        self.sessions = 0
+        self.pipelining = True
         self.controller = None
+        self._restart: threading.Timer | None = None
 
     def start(self):
         self.controller = Controller(_Handler(self), hostname=self.host, port=self.port,
@@ -50,15 +65,34 @@ class SmtpServer:
         self.controller.start()
 
     def stop(self):
+        if self._restart:
+            self._restart.cancel()
+            self._restart = None
         if self.controller:
             self.controller.stop()
             self.controller = None
+
+    def refuse_for(self, seconds: float) -> float:
+        """Stop listening now and listen again after `seconds`; returns when it will be up."""
+        self.stop()
+        self._restart = threading.Timer(seconds, self.start)
+        self._restart.daemon = True
+        self._restart.start()
+        return time.monotonic() + seconds
+
+    def is_up(self) -> bool:
+        return self.controller is not None
 
     def reset(self):
         with self.lock:
             self.messages.clear()
             self.attempts.clear()
             self.behaviour = None
+            self.sessions = 0
+            self.pipelining = True
+        if not self.is_up():
+            self.stop()
+            self.start()
 
     def count(self) -> int:
         with self.lock:

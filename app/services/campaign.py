@@ -14,14 +14,14 @@ class CampaignError(ValueError):
     """A request the campaign's state or content does not allow; shown to the user as is."""
 
 
-def counts(campaign_id: int) -> dict:
-    with pool().connection() as conn:
-        c = counts_in(conn, campaign_id)
-    c["total"] = sum(c.values())
 class NoSuchCampaign(CampaignError):
     pass
 
 
+def counts(campaign_id: int) -> dict:
+    with pool().connection() as conn:
+        c = counts_in(conn, campaign_id)
+    c["total"] = sum(c.values())
     c["open"] = c.get("queued", 0) + c.get("retry", 0) + c.get("sending", 0)
     return c
 
@@ -65,17 +65,6 @@ def start(campaign_id: int, source: str = "ui") -> dict:
     return {"started": True, "deliveries": inserted}
 
 
-def enqueue(campaign_id: int) -> None:
-    from consumers.prepare import enqueue_campaign  # the web app only publishes
-
-    enqueue_campaign.send(campaign_id)
-
-
-def complete_if_done(conn, campaign_id: int) -> bool:
-    done = conn.execute(q.campaign_complete_if_done, {"id": campaign_id}).fetchone()
-    if done:
-        journal.append(conn, [Event("campaign.completed", campaign_id,
-                                    detail=counts_in(conn, campaign_id),
 # What each control action makes of a campaign, and from which states (the SQL trigger
 # guards the same moves; this list only gives clearer refusals).
 ACTIONS = {"pause": ("paused", ("running",)),
@@ -132,6 +121,17 @@ def reopen(conn, campaign_id: int, source: str, reason: str) -> str:
     return campaign["status"]
 
 
+def enqueue(campaign_id: int) -> None:
+    from consumers.prepare import enqueue_campaign  # the web app only publishes
+
+    enqueue_campaign.send(campaign_id)
+
+
+def complete_if_done(conn, campaign_id: int) -> bool:
+    done = conn.execute(q.campaign_complete_if_done, {"id": campaign_id}).fetchone()
+    if done:
+        journal.append(conn, [Event("campaign.completed", campaign_id,
+                                    detail=counts_in(conn, campaign_id),
                                     key=f"c{campaign_id}.completed")])
     return bool(done)
 

@@ -34,3 +34,25 @@ def append(conn, events: list[Event]) -> None:
         "details": [Jsonb(e.detail) for e in events],
         "keys": [e.key for e in events],
     })
+
+
+def kind_pattern(kind: str | None) -> str | None:
+    """A LIKE pattern for an exact kind, or for a family when it ends in ".*"."""
+    if not kind:
+        return None
+    escaped = kind.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return escaped[:-1] + "%" if kind.endswith(".*") else escaped
+
+
+def page(conn, campaign_id=None, kind=None, email=None, before=None, limit=100) -> list[dict]:
+    return conn.execute(q.journal_page, {"campaign_id": campaign_id, "kind": kind_pattern(kind),
+                                         "email": email or None, "before": before, "limit": limit}).fetchall()
+
+
+def export_rows(conn, campaign_id=None, kind=None, email=None):
+    """Every matching event, streamed through a server-side cursor (flat memory)."""
+    with conn.cursor(name="journal_export") as cur:
+        cur.itersize = 2000
+        cur.execute(q.journal_page, {"campaign_id": campaign_id, "kind": kind_pattern(kind),
+                                     "email": email or None, "before": None, "limit": None})
+        yield from cur

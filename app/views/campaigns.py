@@ -71,6 +71,9 @@ def show(campaign_id):
         "campaign.html", campaign=campaign, counts=campaigns.counts(campaign_id),
         attachments=fetchall(q.attachment_list, {"campaign_id": campaign_id}),
         deliveries=fetchall(q.delivery_list, {"campaign_id": campaign_id, "after": 0, "status": None, "limit": 50}),
+        unknown=fetchall(q.delivery_list, {"campaign_id": campaign_id, "after": 0, "status": "unknown", "limit": 200}),
+        dead_letters={r["status"]: r["n"] for r in fetchall(
+            q.dead_letter_counts, {"campaign_id": campaign_id, "unassigned": False})},
         attach_form=AttachmentForm(), preview_form=PreviewForm(), test_form=TestSendForm(), action=ActionForm(),
         max_attachment=size_label(Config.MAX_ATTACHMENT_BYTES))
 
@@ -84,9 +87,6 @@ def stats(campaign_id):
 
 
 @bp.route("/campaigns/<int:campaign_id>/attachments", methods=["POST"])
-        unknown=fetchall(q.delivery_list, {"campaign_id": campaign_id, "after": 0, "status": "unknown", "limit": 200}),
-        dead_letters={r["status"]: r["n"] for r in fetchall(
-            q.dead_letter_counts, {"campaign_id": campaign_id, "unassigned": False})},
 def attach(campaign_id):
     campaign = _get(campaign_id)
     form = AttachmentForm()

@@ -1,6 +1,8 @@
 -- Open deliveries in id order, a page at a time (keyset, so a million rows stream).
+-- next_attempt_at lets a resume keep what is left of a retry's backoff.
 -- name: delivery_open_page
-SELECT id FROM deliveries
+SELECT id, greatest(0, extract(epoch FROM next_attempt_at - now()) * 1000)::bigint AS wait_ms
+  FROM deliveries
  WHERE campaign_id = %(campaign_id)s AND status IN ('queued', 'retry') AND id > %(after)s
  ORDER BY id LIMIT %(limit)s;
 
@@ -12,20 +14,31 @@ SELECT d.id, d.email, c.id AS contact_id, c.name, c.status, c.attributes, c.tags
  ORDER BY d.id;
 
 -- The claim: only one worker can move a delivery from open to sending.
+-- claimed_by is "<worker id>/<claim token>": the worker part ties the claim to a heartbeat,
+-- the token makes a claim retried after a lost commit find its own rows again.
 -- name: delivery_claim
-UPDATE deliveries SET status = 'sending', attempts = attempts + 1, claimed_at = now(), updated_at = now()
+UPDATE deliveries SET status = 'sending', attempts = attempts + 1, claimed_at = now(),
+       claimed_by = %(claimed_by)s, updated_at = now()
  WHERE id = ANY(%(ids)s) AND campaign_id = %(campaign_id)s AND status IN ('queued', 'retry')
-RETURNING id, attempts;
+RETURNING id, attempts, attempts - attempt_floor AS round_attempt;
+
+-- name: delivery_claimed_by
+SELECT id, attempts, attempts - attempt_floor AS round_attempt FROM deliveries
+ WHERE id = ANY(%(ids)s) AND status = 'sending' AND claimed_by = %(claimed_by)s;
 
 -- Outcomes of a batch in one statement; a claimed delivery marked unknown meanwhile still
 -- gets the truth once the worker reports it.
+-- A deferred email (no attempt made: every server resting) gives its attempt back.
 -- name: delivery_record_outcomes
 UPDATE deliveries d
-   SET status = o.status, smtp_reply = o.reply, last_error = o.error, message_id = o.message_id,
+   SET status = o.status, smtp_reply = o.reply, last_error = o.error,
+       message_id = coalesce(o.message_id, d.message_id), attempts = d.attempts - o.not_tried,
+       next_attempt_at = now() + o.wait_ms * interval '1 millisecond',
        sent_at = CASE WHEN o.status = 'sent' THEN now() ELSE d.sent_at END, updated_at = now()
   FROM unnest(%(ids)s::bigint[], %(statuses)s::text[], %(replies)s::text[], %(errors)s::text[],
-              %(message_ids)s::text[]) AS o(id, status, reply, error, message_id)
- WHERE d.id = o.id AND d.status IN ('sending', 'unknown');
+              %(message_ids)s::text[], %(not_tried)s::int[], %(wait_ms)s::bigint[])
+       AS o(id, status, reply, error, message_id, not_tried, wait_ms)
+ WHERE d.id = o.id AND d.status IN ('sending', 'unknown') AND d.claimed_by = %(claimed_by)s;
 
 -- Rendering failures happen before the claim, so they close open deliveries directly.
 -- name: delivery_fail_open
@@ -41,5 +54,26 @@ SELECT id, email, status, attempts, last_error, smtp_reply, message_id, sent_at,
 
 -- A claimed delivery handed back untouched (campaign paused or stopped mid-batch).
 -- name: delivery_unclaim
-UPDATE deliveries SET status = 'queued', attempts = attempts - 1, claimed_at = NULL, updated_at = now()
- WHERE id = ANY(%(ids)s) AND status = 'sending';
+UPDATE deliveries SET status = CASE WHEN attempts > 1 THEN 'retry' ELSE 'queued' END,
+       attempts = attempts - 1, claimed_at = NULL, updated_at = now()
+ WHERE id = ANY(%(ids)s) AND status = 'sending' AND claimed_by = %(claimed_by)s;
+
+-- name: delivery_status
+SELECT status FROM deliveries WHERE id = %(id)s;
+
+-- A replay reopens a delivery only from `dead`, with a fresh retry budget.
+-- name: delivery_reopen_dead
+UPDATE deliveries SET status = 'retry', attempt_floor = attempts, next_attempt_at = NULL, updated_at = now()
+ WHERE id = ANY(%(ids)s) AND status = 'dead'
+RETURNING id;
+
+-- name: delivery_resend_unknown
+UPDATE deliveries SET status = 'retry', attempt_floor = attempts, next_attempt_at = NULL, updated_at = now()
+ WHERE campaign_id = %(campaign_id)s AND status = 'unknown' AND (%(id)s::bigint IS NULL OR id = %(id)s)
+RETURNING id, email, attempts;
+
+-- name: delivery_mark_unknown_sent
+UPDATE deliveries SET status = 'sent', smtp_reply = 'marked as sent by the manager',
+       sent_at = coalesce(sent_at, claimed_at), updated_at = now()
+ WHERE campaign_id = %(campaign_id)s AND status = 'unknown' AND (%(id)s::bigint IS NULL OR id = %(id)s)
+RETURNING id, email, attempts;

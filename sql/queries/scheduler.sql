@@ -4,7 +4,26 @@ SELECT id FROM campaigns WHERE status = 'scheduled' AND scheduled_at <= now() OR
 -- name: scheduler_running_campaigns
 SELECT id FROM campaigns WHERE status = 'running';
 
+-- A claim is unknown when its worker's heartbeat stopped (killed mid-send), or when it is
+-- older than any send could take.
 -- name: scheduler_mark_unknown
-UPDATE deliveries SET status = 'unknown', updated_at = now()
- WHERE status = 'sending' AND claimed_at < now() - %(grace)s::interval
-RETURNING id, campaign_id, email, attempts, claimed_at;
+UPDATE deliveries d SET status = 'unknown', updated_at = now()
+ WHERE d.status = 'sending'
+   AND (d.claimed_at < now() - %(grace)s::interval
+        OR (d.claimed_at < now() - %(dead_after)s::interval
+            AND NOT EXISTS (SELECT 1 FROM worker_heartbeats h
+                             WHERE h.worker_id = split_part(d.claimed_by, '/', 1)
+                               AND h.seen_at > now() - %(dead_after)s::interval)))
+RETURNING d.id, d.campaign_id, d.email, d.attempts, d.claimed_at, d.claimed_by;
+
+-- Open deliveries of a campaign that should be in a queue now (a retry not yet due is held
+-- in a delay queue by a worker), counted only up to what the queues could carry.
+-- name: purge_open_due
+SELECT count(*) AS n FROM (
+    SELECT 1 FROM deliveries
+     WHERE campaign_id = %(id)s AND status IN ('queued', 'retry')
+       AND (next_attempt_at IS NULL OR next_attempt_at < now() - interval '30 seconds')
+     LIMIT %(limit)s) due;
+
+-- name: purge_last_event
+SELECT max(id) AS id FROM journal WHERE campaign_id = %(id)s;
