@@ -155,7 +155,8 @@ def test_a_campaign_whose_contacts_all_opted_out_is_not_sent(client, db, a_list,
     db.execute("INSERT INTO suppressions (email, reason) VALUES ('GONE3@example.com', 'test')")
     cid = campaign(client, db, a_list)
     r = client.post(f"/campaigns/{cid}/send", follow_redirects=True)
-    assert any("no recipients" in a and "unsubscribed, bounced or suppressed" in a for a in alerts(r)), alerts(r)
+    assert any("no recipients" in a and all(w in a for w in ("unsubscribed", "bounced", "suppressed"))
+               for a in alerts(r)), alerts(r)
     unsent(db, cid)
 
 
