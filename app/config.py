@@ -22,6 +22,11 @@ class Config:
     MAX_UPLOAD_BYTES = env_int("MAX_UPLOAD_BYTES", 50 * 1024 * 1024)
     UNSUBSCRIBE_TOKEN_MAX_AGE = env_int("UNSUBSCRIBE_TOKEN_MAX_AGE", 180 * 24 * 3600)
     PREPARE_BATCH = env_int("PREPARE_BATCH", 100)
+    # Segments (issue 3): statement timeouts for evaluating procedures read-only — validation
+    # and preview, one merge call per prepare batch, and materialising a campaign or list.
+    SEGMENT_TIMEOUT_MS = env_int("SEGMENT_TIMEOUT_MS", 30_000)
+    MERGE_TIMEOUT_MS = env_int("MERGE_TIMEOUT_MS", 10_000)
+    MATERIALISE_TIMEOUT_MS = env_int("MATERIALISE_TIMEOUT_MS", 600_000)
     # Delivery (issue 4). Several outbound servers, in order of preference, comma-separated;
     # each URL may carry max_connections= and rate= (per worker process), see app/smtp.py.
     SMTP_URLS = env("SMTP_URLS", SMTP_URL)
