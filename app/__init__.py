@@ -24,12 +24,12 @@ def create_app(overrides: dict | None = None) -> Flask:
     csrf.init_app(app)
 
     from . import auth, cli, errors
-    from .views import campaigns, contacts, dashboard, delivery, inbox, journal, public
+    from .views import campaigns, contacts, dashboard, delivery, inbox, journal, public, segments
 
     auth.init_app(app)
     errors.init_app(app)
     cli.init_app(app)
-    for bp in (dashboard.bp, contacts.bp, campaigns.bp, delivery.bp, journal.bp, inbox.bp, public.bp):
+    for bp in (dashboard.bp, contacts.bp, campaigns.bp, delivery.bp, journal.bp, inbox.bp, public.bp, segments.bp):
         app.register_blueprint(bp)
     app.jinja_env.globals["vendor_css"] = os.path.exists(
         os.path.join(app.static_folder, "vendor", "pico.min.css"))
