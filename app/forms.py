@@ -2,7 +2,8 @@
 from email_validator import EmailNotValidError, validate_email
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileField, FileRequired
-from wtforms import IntegerField, PasswordField, SelectField, StringField, TextAreaField
+from wtforms import (HiddenField, IntegerField, PasswordField, RadioField, SelectField, SelectMultipleField,
+                     StringField, TextAreaField)
 from wtforms.validators import DataRequired, Length, NumberRange, Optional, ValidationError
 
 from .render import RenderError, check_template
@@ -64,8 +65,36 @@ class CampaignForm(FlaskForm):
     subject = StringField("Subject", validators=[DataRequired(message="The subject cannot be empty."),
                                                  Length(max=998), JinjaTemplate("Subject")])
     body_html = TextAreaField("HTML body", validators=[DataRequired(), Length(max=1_000_000), JinjaTemplate("Body")])
-    list_id = SelectField("Send to list", coerce=int)
+    target = RadioField("Send to", choices=[("list", "a list"), ("segment", "a segment version")], default="list")
+    list_id = SelectField("Send to list", coerce=int, validators=[Optional()])
+    segment_version_id = SelectField("Send to segment version", coerce=int, validators=[Optional()])
+    exclude_list_ids = SelectMultipleField("Exclude members of lists", coerce=int, validators=[Optional()])
+    exclude_segment_version_ids = SelectMultipleField("Exclude segment versions", coerce=int, validators=[Optional()])
+    merge_version_id = SelectField("Merge data for {{ data.* }}", coerce=int, validators=[Optional()])
     max_attempts = IntegerField("Attempts per email", default=5, validators=[NumberRange(1, 20)])
+
+    def validate(self, extra_validators=None):
+        """The list or the segment version, whichever the target says, must be chosen; the
+        other select may hold anything the browser sent and is ignored."""
+        super().validate(extra_validators)
+        to_segment = self.target.data == "segment"
+        chosen, other = ((self.segment_version_id, self.list_id) if to_segment
+                         else (self.list_id, self.segment_version_id))
+        other.errors = []
+        if not chosen.errors and not chosen.data:
+            chosen.errors = [f"Choose the {'segment version' if to_segment else 'list'} to send to."]
+        return not any(f.errors for f in self) and not self.form_errors
+
+
+class SegmentForm(FlaskForm):
+    """The rule builder: the rule tree travels as JSON, checked by app/services/rules.py."""
+    name = StringField("Segment name", validators=[Optional(), Length(max=200)])
+    rules = HiddenField(validators=[DataRequired(message="The rule is missing: reload the page."),
+                                    Length(max=1_000_000)])
+
+
+class SaveListForm(FlaskForm):
+    list_name = StringField("List name", validators=[DataRequired(), Length(max=200)])
 
 
 class AttachmentForm(FlaskForm):

@@ -8,7 +8,7 @@ import dramatiq
 from app.config import Config
 from app.db import pool, q
 from app.render import RenderError, contact_context
-from app.services import journal
+from app.services import journal, merge
 from app.services.journal import Event
 from app.tokens import unsubscribe_url
 
@@ -47,10 +47,16 @@ def prepare(campaign_id: int, delivery_ids: list[int], urgent: bool = False):
     meta = {"id": campaign_id, "name": cache.campaign(campaign_id)["name"]}
     with pool().connection() as conn:
         rows = conn.execute(q.delivery_render_batch, {"ids": delivery_ids}).fetchall()
+    try:  # one read-only call of the campaign's merge procedure for the whole batch
+        data = merge.for_campaign(cache.campaign(campaign_id), [r["contact_id"] for r in rows])
+    except merge.MergeError as exc:
+        _fail(campaign_id, [(row, str(exc)) for row in rows])
+        return
     emails, failed = [], []
     for row in rows:
         url = unsubscribe_url(row["contact_id"], campaign_id)
-        context = {"contact": contact_context(row), "data": {}, "campaign": meta, "unsubscribe_url": url}
+        context = {"contact": contact_context(row), "data": data.get(row["contact_id"], {}), "campaign": meta,
+                   "unsubscribe_url": url}
         try:
             r = compiled.render(context)
         except RenderError as exc:

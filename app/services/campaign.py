@@ -3,11 +3,15 @@
 Every transition goes through `transition`, whatever asked for it (UI, console, scheduler),
 so the SQL guard and the journal see them all alike.
 """
+import psycopg
 from psycopg import errors
 
+from ..config import Config
 from ..db import pool, q
-from . import journal
+from . import journal, procedure
+from . import segment as segments
 from .journal import Event
+from .segment import SegmentError
 
 
 class CampaignError(ValueError):
@@ -37,11 +41,12 @@ def transition(conn, campaign: dict, to_status: str, source: str, detail: dict |
                                 detail={"from": campaign["status"], **(detail or {})})])
 
 
-def start(campaign_id: int, source: str = "ui") -> dict:
+def start(campaign_id: int, source: str = "ui", confirm_drift: bool = False) -> dict:
     """Freeze the recipients into deliveries and hand the campaign to the workers.
 
     Idempotent: a campaign that already started is left as it is, so pressing Send twice
-    (or a scheduler and a person at once) sends nothing twice.
+    (or a scheduler and a person at once) sends nothing twice. A segment version changed in
+    the database since it was saved (drift) is only sent to with `confirm_drift`.
     """
     with pool().connection() as conn:
         campaign = conn.execute(q.campaign_lock, {"id": campaign_id}).fetchone()
@@ -49,17 +54,24 @@ def start(campaign_id: int, source: str = "ui") -> dict:
             raise CampaignError("no such campaign")
         if campaign["status"] not in ("draft", "scheduled"):
             return {"started": False, "status": campaign["status"]}
-        if campaign["list_id"] is None:
-            raise CampaignError("choose a list to send to first")
-        inserted = conn.execute(q.campaign_materialise_list,
-                                {"id": campaign_id, "list_id": campaign["list_id"]}).rowcount
+        if campaign["list_id"] is None and campaign["segment_version_id"] is None:
+            raise CampaignError("choose a list or a segment to send to first")
+        try:
+            target = segments.send_target(conn, campaign, confirm_drift)
+            inserted = conn.execute(q.campaign_materialise, {"id": campaign_id, **target["params"]}).rowcount
+        except SegmentError as exc:
+            raise CampaignError(str(exc)) from None
+        except psycopg.Error as exc:
+            conn.rollback()
+            reason = procedure.explain(exc, Config.MATERIALISE_TIMEOUT_MS)
+            raise CampaignError(f"the segment could not be evaluated: it {reason}") from None
         if inserted == 0:
             conn.rollback()
-            raise CampaignError("the campaign has no recipients: the list is empty, or every "
-                                "contact in it is unsubscribed, bounced or suppressed")
+            raise CampaignError("the campaign has no recipients: the list or segment is empty, or every "
+                                "contact in it is unsubscribed, bounced, suppressed or excluded")
         transition(conn, campaign, "running", source)
         journal.append(conn, [Event("campaign.materialised", campaign_id, source=source,
-                                    detail={"deliveries": inserted},
+                                    detail={"deliveries": inserted, **target["detail"]},
                                     key=f"c{campaign_id}.materialised")])
     enqueue(campaign_id)
     return {"started": True, "deliveries": inserted}

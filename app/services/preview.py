@@ -7,6 +7,7 @@ from ..mime import Attachment, Skeleton
 from ..render import RenderError, compile_campaign, contact_context
 from ..smtp import SmtpConnection, SmtpServer
 from ..tokens import unsubscribe_url
+from . import merge
 
 SAMPLE = {"contact_id": 0, "email": "someone@example.com", "name": "Sample Contact",
           "attributes": {}, "tags": [], "status": "subscribed"}
@@ -23,7 +24,11 @@ def sample_row(contact_email: str | None) -> dict:
 
 def render_for(campaign: dict, row: dict):
     url = unsubscribe_url(row["contact_id"], campaign["id"])
-    context = {"contact": contact_context(row), "data": {},
+    try:
+        data = merge.for_campaign(campaign, [row["contact_id"]]).get(row["contact_id"], {})
+    except merge.MergeError as exc:
+        raise RenderError(str(exc)) from None
+    context = {"contact": contact_context(row), "data": data,
                "campaign": {"id": campaign["id"], "name": campaign["name"]}, "unsubscribe_url": url}
     return compile_campaign(campaign).render(context), url
 

@@ -10,6 +10,7 @@ from ..forms import ActionForm, AttachmentForm, CampaignForm, PreviewForm, TestS
 from ..render import RenderError, compile_campaign
 from ..services import campaign as campaigns
 from ..services import preview
+from ..services import segment as segments
 from ..services.campaign import CampaignError
 from ..smtp import SendOutcome
 
@@ -25,8 +26,15 @@ def _get(campaign_id: int) -> dict:
 
 
 def _form(obj=None) -> CampaignForm:
+    if obj and obj.get("segment_version_id"):
+        obj = {**obj, "target": "segment"}
     form = CampaignForm(data=obj)
-    form.list_id.choices = [(r["id"], f"{r['name']} ({r['members']})") for r in fetchall(q.list_all)]
+    form.list_id.choices = form.exclude_list_ids.choices = [
+        (r["id"], f"{r['name']} ({r['members']})") for r in fetchall(q.list_all)]
+    versions = segments.version_choices()
+    form.segment_version_id.choices = [(0, "— choose —")] + versions["segment"]
+    form.exclude_segment_version_ids.choices = versions["segment"]
+    form.merge_version_id.choices = [(0, "— none —")] + versions["merge"]
     return form
 
 
@@ -34,7 +42,12 @@ def _values(form: CampaignForm) -> dict:
     values = {f: getattr(form, f).data for f in FIELDS}
     values["from_name"] = (values["from_name"] or "").strip()
     values["reply_to"] = values["reply_to"] or ""
-    values["list_id"] = form.list_id.data
+    to_segment = form.target.data == "segment"
+    values["list_id"] = None if to_segment else form.list_id.data
+    values["segment_version_id"] = form.segment_version_id.data if to_segment else None
+    values["exclude_list_ids"] = form.exclude_list_ids.data or []
+    values["exclude_segment_version_ids"] = form.exclude_segment_version_ids.data or []
+    values["merge_version_id"] = form.merge_version_id.data or None
     return values
 
 
@@ -45,8 +58,8 @@ def new():
         row = fetchone(q.campaign_insert, _values(form))
         flash("Campaign saved as a draft.", "ok")
         return redirect(url_for(".show", campaign_id=row["id"]))
-    if not form.list_id.choices:
-        flash("Create a list and add contacts to it first: a campaign is sent to a list.", "error")
+    if not form.list_id.choices and len(form.segment_version_id.choices) == 1:
+        flash("Create a list or a segment first: a campaign is sent to one of them.", "error")
     return render_template("campaign_form.html", form=form, campaign=None), 400 if form.errors else 200
 
 
@@ -161,7 +174,7 @@ def send(campaign_id):
         abort(400)
     try:
         compile_campaign(campaign)  # a broken template never starts a send
-        result = campaigns.start(campaign_id, source="ui")
+        result = campaigns.start(campaign_id, source="ui", confirm_drift=bool(request.form.get("confirm_drift")))
     except (CampaignError, RenderError) as exc:
         flash(f"Not sent: {exc}", "error")
         return redirect(url_for(".show", campaign_id=campaign_id))

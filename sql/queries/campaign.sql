@@ -13,14 +13,18 @@ SELECT c.id, c.name, c.status, c.subject, c.created_at, c.started_at, c.finished
  ORDER BY c.id DESC LIMIT 500;
 
 -- name: campaign_insert
-INSERT INTO campaigns (name, from_name, from_email, reply_to, subject, body_html, list_id, max_attempts)
-VALUES (%(name)s, %(from_name)s, %(from_email)s, %(reply_to)s, %(subject)s, %(body_html)s, %(list_id)s, %(max_attempts)s)
+INSERT INTO campaigns (name, from_name, from_email, reply_to, subject, body_html, list_id, max_attempts,
+                       segment_version_id, merge_version_id, exclude_list_ids, exclude_segment_version_ids)
+VALUES (%(name)s, %(from_name)s, %(from_email)s, %(reply_to)s, %(subject)s, %(body_html)s, %(list_id)s, %(max_attempts)s,
+        %(segment_version_id)s, %(merge_version_id)s, %(exclude_list_ids)s, %(exclude_segment_version_ids)s)
 RETURNING id;
 
 -- name: campaign_update
 UPDATE campaigns SET name = %(name)s, from_name = %(from_name)s, from_email = %(from_email)s,
        reply_to = %(reply_to)s, subject = %(subject)s, body_html = %(body_html)s,
-       list_id = %(list_id)s, max_attempts = %(max_attempts)s
+       list_id = %(list_id)s, max_attempts = %(max_attempts)s,
+       segment_version_id = %(segment_version_id)s, merge_version_id = %(merge_version_id)s,
+       exclude_list_ids = %(exclude_list_ids)s, exclude_segment_version_ids = %(exclude_segment_version_ids)s
  WHERE id = %(id)s AND status IN ('draft', 'scheduled');
 
 -- name: campaign_set_status
@@ -42,14 +46,25 @@ RETURNING id;
 SELECT status, sum(delta)::bigint AS n FROM delivery_counts
  WHERE campaign_id = %(id)s GROUP BY status HAVING sum(delta) <> 0;
 
--- Set-based materialisation: the recipient set is frozen here, once per address.
--- name: campaign_materialise_list
+-- Set-based materialisation: the recipient set is frozen here, once per address. The target
+-- is a list or a segment version; a segment runs through segment_eval, with the read-only
+-- reader role's rights, inside this one statement. Excluded lists and segment versions,
+-- unsubscribed, bounced and suppressed addresses drop out.
+-- name: campaign_materialise
+WITH excluded AS MATERIALIZED (
+    SELECT e.contact_id FROM unnest(%(exclude_segments)s::regprocedure[]) AS f, LATERAL segment_eval(f) AS e
+    UNION
+    SELECT m.contact_id FROM list_members m WHERE m.list_id = ANY (%(exclude_list_ids)s::bigint[])
+)
 INSERT INTO deliveries (campaign_id, contact_id, email)
 SELECT %(id)s, c.id, c.email
-  FROM list_members m JOIN contacts c ON c.id = m.contact_id
- WHERE m.list_id = %(list_id)s
+  FROM contacts c
+ WHERE c.id IN (SELECT m.contact_id FROM list_members m WHERE m.list_id = %(list_id)s
+                UNION ALL
+                SELECT r.contact_id FROM segment_eval(%(segment)s::regprocedure) AS r)
    AND c.status = 'subscribed'
    AND NOT EXISTS (SELECT 1 FROM suppressions s WHERE s.email = c.email)
+   AND NOT EXISTS (SELECT 1 FROM excluded x WHERE x.contact_id = c.id)
 ON CONFLICT DO NOTHING;
 
 -- name: campaign_delivery_total
