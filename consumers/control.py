@@ -73,7 +73,7 @@ def apply(body: bytes, meta: dict) -> str:
         log.info("campaign %s: %s from the console -> %s", campaign_id, action, result["status"])
         return "ack"
     except Rejected as exc:
-        preview = body[:200].decode("utf-8", "replace")
+        preview = body[:200].decode("utf-8", "backslashreplace").replace("\x00", "\\x00")  # no NUL in jsonb
         with pool().connection() as conn:
             journal.append(conn, [Event("control.rejected", exc.campaign_id, source="console", detail={
                 "reason": str(exc), "size": len(body), "body": preview, "console": meta})])

@@ -81,9 +81,22 @@ def describe(queue_name: str, body: bytes, headers: dict) -> dict:
     return {**row, "key": key, "reason": reason, "message": message.asdict()}
 
 
+def _text(value):
+    """PostgreSQL text and jsonb cannot hold a NUL character; anything from a publisher might."""
+    return value.replace("\x00", "\\x00") if isinstance(value, str) else value
+
+
 def record(queue_name: str, body: bytes, headers: dict) -> bool:
     """Store one dead letter (once); returns whether it was new."""
-    d = describe(queue_name, body, headers)
+    try:
+        d = describe(queue_name, body, headers)
+    except Exception as exc:  # whatever a publisher sent, the letter is kept, raw
+        d = {"queue": queue_name.removesuffix(".XQ"), "campaign_id": None, "delivery_id": None, "email": None,
+             "actor": None, "message": None, "raw": body[:MAX_RAW], "reason": f"unreadable message ({exc!r:.200})",
+             "key": f"{queue_name}:{hashlib.sha256(body).hexdigest()[:32]}:{len(body)}"}
+    d = {k: _text(v) for k, v in d.items()}
+    if d["message"] is not None and "\\u0000" in json.dumps(d["message"]):
+        d["message"], d["raw"] = None, body[:MAX_RAW]
     with pool().connection() as conn:
         new = conn.execute(q.dead_letter_insert, {
             "keys": [d["key"]], "queue_name": d["queue"], "campaign_ids": [d["campaign_id"]],

@@ -98,6 +98,7 @@ class _Batch:
         self.by_id = {e["d"]: e for e in emails}
         self.claimed_by = f"{worker_id()}/{secrets.token_hex(4)}"
         self.source_message = _message_id()
+        self.stopped = False  # a claim found the campaign paused or stopped
 
     def commit(self, outcomes: list[Outcome], unclaimed: list[int], claim: list[dict],
                smtp_events: list[tuple[str, dict]]) -> dict[int, tuple[int, int]]:
@@ -157,12 +158,15 @@ class _Batch:
                 ids = [e["d"] for e in claim]
                 params = {"ids": ids, "campaign_id": cid, "claimed_by": self.claimed_by}
                 rows = conn.execute(q.delivery_claim, params).fetchall()
-                rows += conn.execute(q.delivery_claimed_by, params).fetchall() if len(rows) < len(ids) else []
+                if len(rows) < len(ids):
+                    rows += conn.execute(q.delivery_claimed_by, params).fetchall()
+                    self.stopped = conn.execute(q.campaign_status, {"id": cid}).fetchone()["status"] != "running"
                 claimed = {r["id"]: (r["attempts"], r["round_attempt"]) for r in rows}
-                events += [Event("delivery.duplicate_dropped", cid, e["d"], e["to"],
-                                 detail={"message": self.source_message},
-                                 key=f"dup.{self.source_message}.{e['d']}" if self.source_message else None)
-                           for e in claim if e["d"] not in claimed]
+                if not self.stopped:
+                    events += [Event("delivery.duplicate_dropped", cid, e["d"], e["to"],
+                                     detail={"message": self.source_message},
+                                     key=f"dup.{self.source_message}.{e['d']}" if self.source_message else None)
+                               for e in claim if e["d"] not in claimed]
             journal.append(conn, events)
         return claimed
 
@@ -235,7 +239,7 @@ def send_batch(campaign_id: int, emails: list[dict], actor) -> None:
     untried: list[dict] = []  # claimed by this batch, not attempted yet
     try:
         for start in range(0, len(emails), size):
-            if not _running(campaign_id):
+            if not _running(campaign_id) or batch.stopped:
                 break  # paused or stopped: the rest was never claimed and stays open
             claimed = batch.commit(outcomes, [], emails[start:start + size], smtp_pool().drain_events())
             done, outcomes = outcomes, []

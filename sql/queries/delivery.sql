@@ -16,10 +16,14 @@ SELECT d.id, d.email, c.id AS contact_id, c.name, c.status, c.attributes, c.tags
 -- The claim: only one worker can move a delivery from open to sending.
 -- claimed_by is "<worker id>/<claim token>": the worker part ties the claim to a heartbeat,
 -- the token makes a claim retried after a lost commit find its own rows again.
+-- Only while the campaign runs: the share lock makes a pause or stop (which locks the row
+-- for update) wait for claims in progress and refuse every claim after it, so the counts it
+-- journals are exact and nothing is claimed once it has committed.
 -- name: delivery_claim
+WITH running AS (SELECT id FROM campaigns WHERE id = %(campaign_id)s AND status = 'running' FOR SHARE)
 UPDATE deliveries SET status = 'sending', attempts = attempts + 1, claimed_at = now(),
        claimed_by = %(claimed_by)s, updated_at = now()
- WHERE id = ANY(%(ids)s) AND campaign_id = %(campaign_id)s AND status IN ('queued', 'retry')
+ WHERE id = ANY(%(ids)s) AND campaign_id IN (SELECT id FROM running) AND status IN ('queued', 'retry')
 RETURNING id, attempts, attempts - attempt_floor AS round_attempt;
 
 -- name: delivery_claimed_by
