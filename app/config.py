@@ -39,6 +39,7 @@ class Config:
     # Deliveries claimed per database round trip: also the most a killed worker thread can
     # leave `unknown`.
     DISPATCH_CLAIM_CHUNK = env_int("DISPATCH_CLAIM_CHUNK", 10)
+    ENQUEUE_PAGES = env_int("ENQUEUE_PAGES", 10)  # prepare batches per enqueue message
     HEARTBEAT_SECONDS = float(env("HEARTBEAT_SECONDS", "2"))
     WORKER_DEAD_AFTER = env("WORKER_DEAD_AFTER", "20 seconds")  # heartbeat silence -> claims unknown
     UNKNOWN_AFTER = env("UNKNOWN_AFTER", "30 minutes")  # a claim this old is unknown regardless

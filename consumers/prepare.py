@@ -18,10 +18,14 @@ from .dispatch import dispatch, dispatch_urgent
 
 
 @dramatiq.actor(queue_name="enqueue", max_retries=20, min_backoff=1000, max_backoff=60_000)
-def enqueue_campaign(campaign_id: int):
-    """Publish prepare batches for every open delivery, streaming by id."""
-    after, size = 0, Config.PREPARE_BATCH
-    while state.is_running(campaign_id):
+def enqueue_campaign(campaign_id: int, after: int = 0):
+    """Publish prepare batches for the open deliveries, streaming by id, ENQUEUE_PAGES batches
+    per message: a continuation message carries on from the last id. So a purge of `enqueue`
+    stops the stream after at most one piece, and no message runs for long."""
+    size = Config.PREPARE_BATCH
+    for _ in range(Config.ENQUEUE_PAGES):
+        if not state.is_running(campaign_id):
+            return
         with pool().connection() as conn:
             rows = conn.execute(
                 q.delivery_open_page, {"campaign_id": campaign_id, "after": after, "limit": size}).fetchall()
@@ -35,6 +39,7 @@ def enqueue_campaign(campaign_id: int):
             prepare.send_with_options(args=(campaign_id, [r["id"] for r in waiting]),
                                       delay=max(r["wait_ms"] for r in waiting))
         after = rows[-1]["id"]
+    enqueue_campaign.send(campaign_id, after)
 
 
 @dramatiq.actor(queue_name="prepare", max_retries=20, min_backoff=1000, max_backoff=60_000)
