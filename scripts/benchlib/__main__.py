@@ -1,4 +1,5 @@
 """Entry point of scripts/bench: `python -m benchlib <sub-command> [options]`."""
+import signal
 import sys
 
 from . import commands, load
@@ -18,6 +19,8 @@ def main(argv: list[str]) -> int:
     if module is None:
         print(f"scripts/bench: no benchmark named {argv[0]!r}\n{usage()}", file=sys.stderr)
         return 2
+    # A SIGTERM unwinds like Ctrl-C, so every benchmark tears down what it started.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         return module.main(argv[1:]) or 0
     except BenchError as exc:

@@ -7,6 +7,7 @@ tears it down however it ends; and every figure comes with a baseline measured i
 run, because absolute numbers move with the neighbours' load.
 """
 import json
+import math
 import os
 import re
 import secrets
@@ -270,9 +271,11 @@ class Sampler:
         return self
 
     def stop(self) -> None:
-        self._tick()
+        if self._stop.is_set():
+            return
         self._stop.set()
         self._thread.join()
+        self._tick()
 
     def cpu_by_group(self) -> dict[str, float]:
         total: dict[str, float] = {g: 0.0 for g in self.groups}
@@ -345,16 +348,27 @@ def print_table(rows: list[tuple], headers: tuple = ("figure", "value", "goal / 
     print(line, flush=True)
 
 
+def _finite(value):
+    """JSON has no Infinity or NaN: a figure that could not be measured is null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
 def write_results(name: str, figures: dict, details: dict) -> Path:
     """bench/results/<name>-<UTC timestamp>.json (git-ignored): the figures and how they were made."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     path = RESULTS / f"{name}-{stamp}.json"
-    path.write_text(json.dumps({"name": name, "at": stamp, "figures": figures, "details": details},
-                               indent=2, default=str) + "\n")
+    record = {"name": name, "at": stamp, "figures": figures, "details": details}
+    path.write_text(json.dumps(_finite(record), indent=2, default=str) + "\n")
     return path
 
 
 def emit(figures: dict) -> None:
     """The last line of every sub-command: one JSON object other tools can read."""
-    print(json.dumps(figures, default=str), flush=True)
+    print(json.dumps(_finite(figures), default=str), flush=True)
