@@ -20,6 +20,8 @@ class Config:
     SECRET_KEY = os.environ.get("SECRET_KEY")
     MAX_ATTACHMENT_BYTES = env_int("MAX_ATTACHMENT_BYTES", 10 * 1024 * 1024)
     MAX_UPLOAD_BYTES = env_int("MAX_UPLOAD_BYTES", 50 * 1024 * 1024)
+    # Contact imports (issue 5): a file over this is refused before it is read.
+    IMPORT_MAX_BYTES = env_int("IMPORT_MAX_BYTES", 256 * 1024 * 1024)
     UNSUBSCRIBE_TOKEN_MAX_AGE = env_int("UNSUBSCRIBE_TOKEN_MAX_AGE", 180 * 24 * 3600)
     PREPARE_BATCH = env_int("PREPARE_BATCH", 100)
     # Segments (issue 3): statement timeouts for evaluating procedures read-only — validation

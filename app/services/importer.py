@@ -1,0 +1,325 @@
+"""Contact imports: upload, mapping, a background run, the report.
+
+The uploaded file is kept in PostgreSQL (import_chunks), so the import worker may run on any
+host. A run streams the file row by row (never whole in memory), COPYs every row, good or
+refused, into a temporary staging table, and merges it into the contacts with a few set-based
+statements, all in one transaction: an import either completes with its report or leaves the
+contacts exactly as they were. Progress goes through a second connection so the page can
+show it while that transaction is still open.
+"""
+import io
+import logging
+import shutil
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from ..config import Config
+from ..db import pool, q
+from ..errors import size_label
+from . import journal
+from .import_rows import Mapping, MappingError, row_checker
+from .journal import Event
+from .sheets import SAMPLE_BYTES, FileRefused, csv_rows, detect, preview, sniff_delimiter, xlsx_rows, xlsx_size
+
+log = logging.getLogger(__name__)
+CHUNK_BYTES = 1 << 20
+COPY_BATCH = 2000  # rows per write to the COPY stream
+PROGRESS_SECONDS = 0.5
+MAX_ATTEMPTS = 3
+QUICK_MAX_ROWS = 50_000
+
+
+class ImportFailed(ValueError):
+    """The import cannot complete; nothing was changed. The message is for the manager."""
+
+
+USER_ERRORS = (FileRefused, MappingError, ImportFailed)
+
+
+# --- upload -------------------------------------------------------------------------------------
+
+@dataclass
+class Upload:
+    """An uploaded file spooled to a local temporary file (the request's copy)."""
+    path: str
+    size: int
+    filename: str
+
+    def head(self) -> bytes:
+        with open(self.path, "rb") as f:
+            return f.read(SAMPLE_BYTES)
+
+
+@contextmanager
+def spool(stream, filename: str, limit: int):
+    """Copy an upload stream to a temporary file in 1 MB pieces, refusing it past `limit`."""
+    with tempfile.NamedTemporaryFile(prefix="mailer-import-") as tmp:
+        size = 0
+        while chunk := stream.read(CHUNK_BYTES):
+            size += len(chunk)
+            if size > limit:
+                raise FileRefused(f"the file is larger than the import limit of {size_label(limit)}")
+            tmp.write(chunk)
+        tmp.flush()
+        name = (filename or "upload").replace("\\", "/").rsplit("/", 1)[-1].strip()[:255] or "upload"
+        yield Upload(tmp.name, size, name)
+
+
+def detect_upload(upload: Upload, encoding: str | None = None) -> tuple:
+    """(format, encoding, delimiter, notes) of an upload, with the user's encoding if given,
+    after refusing every file that no mapping could import."""
+    found = detect(upload.head(), upload.filename)
+    if found.format == "csv" and encoding:
+        found.encoding, found.notes = encoding, []
+        found.delimiter = sniff_delimiter(upload.head().decode(encoding, errors="replace"))
+    with open(upload.path, "rb") as f:
+        preview(_rows(found.format, f, upload.path, found.encoding, found.delimiter), has_header=True)
+    return found
+
+
+def create(upload: Upload, encoding: str | None = None) -> int:
+    """Store an upload for the mapping step; returns the import id."""
+    found = detect_upload(upload, encoding)
+    with pool().connection() as conn:
+        conn.execute(q.import_drop_stale_files)
+        import_id = conn.execute(q.import_insert, {
+            "filename": upload.filename, "format": found.format, "size": upload.size, "encoding": found.encoding,
+            "delimiter": found.delimiter, "has_header": True, "mapping": None, "status": "uploaded"}).fetchone()["id"]
+        with open(upload.path, "rb") as f:
+            seq = 0
+            while chunk := f.read(CHUNK_BYTES):
+                conn.execute(q.import_chunk_insert, {"import_id": import_id, "seq": seq, "data": chunk})
+                seq += 1
+    return import_id
+
+
+# --- reading a stored file -----------------------------------------------------------------------
+
+class StoredFile(io.RawIOBase):
+    """The uploaded file read back from import_chunks one piece at a time."""
+
+    def __init__(self, conn, import_id: int):
+        self.conn, self.import_id = conn, import_id
+        self.seq, self.pos, self.piece = 0, 0, memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        if not self.piece:
+            row = self.conn.execute(q.import_chunk, {"import_id": self.import_id, "seq": self.seq}).fetchone()
+            if row is None:
+                return 0
+            self.piece, self.seq = memoryview(row["data"]), self.seq + 1
+        n = min(len(buffer), len(self.piece))
+        buffer[:n] = self.piece[:n]
+        self.piece, self.pos = self.piece[n:], self.pos + n
+        return n
+
+
+def _rows(fmt: str, binary, path: str | None, encoding: str | None, delimiter: str | None):
+    if fmt == "xlsx":
+        return xlsx_rows(path)
+    return csv_rows(binary, encoding or "utf-8", delimiter or ",")
+
+
+@contextmanager
+def stored_rows(conn, imp: dict):
+    """(rows, fraction read) of a stored import file. An .xlsx is a ZIP archive, which needs
+    random access: it is spooled to a local temporary file first."""
+    raw = StoredFile(conn, imp["id"])
+    if imp["format"] == "csv":
+        yield _rows("csv", io.BufferedReader(raw, CHUNK_BYTES), None, imp["encoding"], imp["delimiter"]), \
+            lambda line: raw.pos / max(imp["size"], 1)
+        return
+    with tempfile.NamedTemporaryFile(prefix="mailer-import-", suffix=".xlsx") as tmp:
+        shutil.copyfileobj(raw, tmp, CHUNK_BYTES)
+        tmp.flush()
+        total = max(xlsx_size(tmp.name), 1)
+        yield _rows("xlsx", None, tmp.name, None, None), lambda line: min(line / total, 1.0)
+
+
+def load_preview(imp: dict, encoding: str | None, delimiter: str | None, has_header: bool):
+    """The mapping page's view of a stored file with the given reading options, with what
+    detection noticed about the file read that way."""
+    with pool().connection() as conn:
+        notes = []
+        if imp["format"] == "csv":
+            found = detect(StoredFile(conn, imp["id"]).read(SAMPLE_BYTES), imp["filename"])
+            notes = found.notes if found.encoding == encoding else []
+        with stored_rows(conn, {**imp, "encoding": encoding, "delimiter": delimiter}) as (rows, _):
+            shown = preview(rows, has_header)
+    shown.notes = notes
+    return shown
+
+
+# --- the run ---------------------------------------------------------------------------------
+
+class Progress:
+    """Throttled progress writes on the side connection (the import's own is in its transaction)."""
+
+    def __init__(self, conn, import_id: int, fraction):
+        self.conn, self.import_id, self.fraction = conn, import_id, fraction
+        self.last = 0.0
+
+    def tick(self, rows: int, line: int) -> None:
+        now = time.monotonic()
+        if now - self.last >= PROGRESS_SECONDS:
+            self.last = now
+            self.conn.execute(q.import_progress, {"id": self.import_id, "phase": "reading", "rows_read": rows,
+                                                  "progress": min(self.fraction(line), 1.0)})
+
+    def merging(self, rows: int) -> None:
+        self.conn.execute(q.import_progress, {"id": self.import_id, "phase": "merging", "rows_read": rows,
+                                              "progress": 1.0})
+
+
+def execute(conn, import_id: int, mapping: Mapping, has_header: bool, rows, progress: Progress | None = None,
+            max_rows: int | None = None) -> dict:
+    """Stage and merge every row after the header, then commit: the whole import in one
+    transaction of `conn`."""
+    conn.execute("SET LOCAL work_mem = '128MB'")
+    conn.execute(q.import_staging_create)
+    conn.execute(q.import_new_create)
+    check = row_checker(mapping, len(mapping.columns), has_header)
+    total = rejected = 0
+    with conn.cursor() as cur, cur.copy(q.import_staging_copy) as copy:
+        batch = []
+        for line, cells, problem in rows:
+            text, bad = check(line, cells, problem)
+            batch.append(text)
+            total += 1
+            rejected += bad
+            if len(batch) == COPY_BATCH:
+                copy.write("".join(batch))
+                batch.clear()
+                if progress:
+                    progress.tick(total, line)
+            if max_rows and total > max_rows:
+                raise FileRefused(f"the file has more than {max_rows} rows: use the import page")
+        copy.write("".join(batch))
+    if total == 0:
+        raise FileRefused("the file has a header row but no contacts under it" if has_header else "the file is empty")
+    if progress:
+        progress.merging(total)
+    counts = merge(conn, import_id, mapping, total, rejected)
+    conn.execute(q.import_finish, {"id": import_id, **counts})
+    conn.execute(q.import_drop_file, {"id": import_id})
+    journal.append(conn, [Event("import.completed", detail={"import_id": import_id, **counts})])
+    conn.commit()
+    return counts
+
+
+def merge(conn, import_id: int, mapping: Mapping, total: int, rejected: int) -> dict:
+    valid = total - rejected
+    if rejected:
+        conn.execute(q.import_keep_rejects, {"import_id": import_id})
+    addresses = conn.execute(q.import_firsts).rowcount
+    inserted = conn.execute(q.import_insert_new).rowcount
+    conn.execute(q.import_pending_all_new if inserted == addresses else q.import_pending)
+    later = valid - inserted  # rows that met a contact which existed by then
+    if later and mapping.on_existing != "skip":
+        conn.execute(q.import_apply, {"overwrite": mapping.on_existing == "overwrite",
+                                      "tags_mapped": mapping.at("tags") is not None,
+                                      "resubscribe": mapping.resubscribe})
+    if mapping.lists:
+        missing = [r["x"] for r in conn.execute(q.import_lists_missing, {"lists": mapping.lists})]
+        if missing:
+            raise ImportFailed("a list chosen for this import was deleted meanwhile: choose the lists again")
+        conn.execute(q.import_join_lists, {"lists": mapping.lists})
+    updated = later if mapping.on_existing != "skip" else 0
+    return {"rows_read": total, "inserted": inserted, "updated": updated, "skipped": later - updated,
+            "rejected": rejected, "duplicates": valid - addresses}
+
+
+def run(import_id: int) -> dict | None:
+    """The background run of a queued import (the `imports` actor). A redelivered message for
+    an import that finished, or that another worker is running, does nothing."""
+    with psycopg.connect(Config.DATABASE_URL, autocommit=True, row_factory=dict_row) as side:
+        if not side.execute("SELECT pg_try_advisory_lock(%s, %s) AS ok", (LOCK_SPACE, import_id)).fetchone()["ok"]:
+            return None
+        imp = side.execute(q.import_claim, {"id": import_id}).fetchone()
+        if imp is None:
+            return None
+        try:
+            mapping = Mapping.from_json(imp["mapping"])
+            with stored_rows(side, imp) as (rows, fraction), \
+                    psycopg.connect(Config.DATABASE_URL, row_factory=dict_row) as conn:
+                # Temporary tables stay in this backend's memory up to here instead of 8 MB.
+                conn.execute("SET temp_buffers = '256MB'")
+                rows = iter(rows)
+                if imp["has_header"]:
+                    next(rows, None)
+                return execute(conn, import_id, mapping, imp["has_header"], rows, Progress(side, import_id, fraction))
+        except USER_ERRORS as exc:
+            side.execute(q.import_fail, {"id": import_id, "error": str(exc)})
+            return None
+        except Exception as exc:
+            log.exception("import %s: attempt %s failed", import_id, imp["attempts"])
+            reason = f"the import stopped on an internal error ({type(exc).__name__}); nothing was imported"
+            if imp["attempts"] >= MAX_ATTEMPTS:
+                side.execute(q.import_fail, {"id": import_id, "error": reason})
+                return None
+            side.execute(q.import_note_error, {"id": import_id, "error": reason + "; trying again"})
+            raise
+
+
+LOCK_SPACE = 727_005  # advisory lock namespace of running imports
+
+
+def queue(import_id: int, mapping: Mapping, encoding: str | None, delimiter: str | None, has_header: bool) -> bool:
+    """Save the mapping and hand the import to the `imports` queue; False if it is not waiting
+    for a mapping (already queued, running or done)."""
+    from consumers.importer import run_import  # the web app only publishes
+
+    with pool().connection() as conn:
+        row = conn.execute(q.import_queue, {"id": import_id, "mapping": Jsonb(mapping.to_json()), "encoding": encoding,
+                                            "delimiter": delimiter, "has_header": has_header}).fetchone()
+    if row is None:
+        return False
+    run_import.send(import_id)
+    return True
+
+
+# --- the quick upload ------------------------------------------------------------------------------
+
+def quick(upload: Upload, list_id: int | None) -> tuple[dict, list]:
+    """The contacts page's one-step upload of a small CSV with an `email` column: the same
+    checks and merge as an import, run in the request. Returns the counts and the first
+    rejected rows (line, reason)."""
+    found = detect(upload.head(), upload.filename)
+    with open(upload.path, "rb") as f:
+        rows = _rows(found.format, f, upload.path, found.encoding, found.delimiter)
+        header = next(rows, None)
+        names = [c.strip() for c in header[1]] if header else []
+        lowered = [n.lower() for n in names]
+        if "email" not in lowered:
+            raise FileRefused("the first row must be a header with an 'email' column")
+        roles = {lowered.index("email"): "email"}
+        if "name" in lowered:
+            roles[lowered.index("name")] = "name"
+        mapping = Mapping(columns=[{"role": roles[i]} if i in roles else {"role": "attribute", "key": n, "type": "text"}
+                                   if n else {"role": "ignore"} for i, n in enumerate(names)],
+                          lists=[list_id] if list_id else [])
+        mapping.check()
+        with pool().connection() as conn:
+            import_id = conn.execute(q.import_insert, {
+                "filename": upload.filename, "format": found.format, "size": upload.size,
+                "encoding": found.encoding, "delimiter": found.delimiter, "has_header": True,
+                "mapping": Jsonb(mapping.to_json()), "status": "running"}).fetchone()["id"]
+        try:
+            with psycopg.connect(Config.DATABASE_URL, row_factory=dict_row) as conn:
+                counts = execute(conn, import_id, mapping, True, rows, max_rows=QUICK_MAX_ROWS)
+        except USER_ERRORS as exc:
+            with pool().connection() as conn:
+                conn.execute(q.import_fail, {"id": import_id, "error": str(exc)})
+            raise
+    with pool().connection() as conn:
+        rejects = conn.execute(q.import_rejects_page, {"import_id": import_id, "after": 0, "limit": 50}).fetchall()
+    return {"id": import_id, **counts}, [(r["line"], r["reason"]) for r in rejects]

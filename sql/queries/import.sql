@@ -1,0 +1,177 @@
+-- Contact imports: the upload, its progress, and the set-based merge of a staged file.
+
+-- name: import_insert
+INSERT INTO imports (filename, format, size, encoding, delimiter, has_header, mapping, status)
+VALUES (%(filename)s, %(format)s, %(size)s, %(encoding)s, %(delimiter)s, %(has_header)s, %(mapping)s, %(status)s)
+RETURNING id;
+
+-- name: import_chunk_insert
+INSERT INTO import_chunks (import_id, seq, data) VALUES (%(import_id)s, %(seq)s, %(data)s);
+
+-- name: import_chunk
+SELECT data FROM import_chunks WHERE import_id = %(import_id)s AND seq = %(seq)s;
+
+-- name: import_get
+SELECT * FROM imports WHERE id = %(id)s;
+
+-- name: import_recent
+SELECT id, filename, format, size, status, inserted, updated, skipped, rejected, duplicates, error,
+       created_at, finished_at
+  FROM imports ORDER BY id DESC LIMIT %(limit)s;
+
+-- name: import_set_options
+UPDATE imports SET encoding = %(encoding)s, delimiter = %(delimiter)s, has_header = %(has_header)s
+ WHERE id = %(id)s AND status IN ('uploaded', 'failed');
+
+-- name: import_queue
+UPDATE imports SET mapping = %(mapping)s, encoding = %(encoding)s, delimiter = %(delimiter)s,
+       has_header = %(has_header)s, status = 'queued', phase = 'queued', progress = 0, rows_read = 0,
+       error = NULL, attempts = 0
+ WHERE id = %(id)s AND status IN ('uploaded', 'failed')
+RETURNING id;
+
+-- The worker takes the import; a redelivered message for a finished one finds nothing.
+-- name: import_claim
+UPDATE imports SET status = 'running', phase = 'reading', progress = 0, rows_read = 0, error = NULL,
+       attempts = attempts + 1, started_at = now()
+ WHERE id = %(id)s AND status IN ('queued', 'running')
+RETURNING *;
+
+-- name: import_progress
+UPDATE imports SET phase = %(phase)s, progress = %(progress)s, rows_read = %(rows_read)s
+ WHERE id = %(id)s AND status = 'running';
+
+-- name: import_fail
+UPDATE imports SET status = 'failed', phase = 'failed', error = %(error)s, finished_at = now()
+ WHERE id = %(id)s AND status <> 'done';
+
+-- name: import_note_error
+UPDATE imports SET error = %(error)s WHERE id = %(id)s;
+
+-- name: import_finish
+UPDATE imports SET status = 'done', phase = 'done', progress = 1, error = NULL, finished_at = now(),
+       rows_read = %(rows_read)s, inserted = %(inserted)s, updated = %(updated)s, skipped = %(skipped)s,
+       rejected = %(rejected)s, duplicates = %(duplicates)s
+ WHERE id = %(id)s;
+
+-- name: import_drop_file
+DELETE FROM import_chunks WHERE import_id = %(id)s;
+
+-- Uploads nobody imported within a day, and failed imports nobody retried, give their space back.
+-- name: import_drop_stale_files
+DELETE FROM import_chunks
+ WHERE import_id IN (SELECT id FROM imports WHERE status IN ('uploaded', 'failed')
+                       AND created_at < now() - interval '1 day');
+
+-- name: import_lists_missing
+SELECT x FROM unnest(%(lists)s::bigint[]) AS x WHERE NOT EXISTS (SELECT 1 FROM lists WHERE id = x);
+
+-- name: import_rejects_page
+SELECT line, reason, cells FROM import_rejects
+ WHERE import_id = %(import_id)s AND line > %(after)s ORDER BY line LIMIT %(limit)s;
+
+-- ---- the merge, in the import's one transaction ----------------------------------------------
+
+-- Rows of the file as checked by app/services/import_rows.py; a refused row has a reason and
+-- its cells instead of an email. `key` is what the contacts.email citext index compares, so
+-- in-file duplicates are found exactly as the unique index would find them.
+-- name: import_staging_create
+CREATE TEMP TABLE import_staging (
+    line       bigint NOT NULL,
+    email      text,
+    name       text,
+    status     text,
+    tags       text,
+    attributes jsonb,
+    reason     text,
+    cells      jsonb,
+    key        text COLLATE "C" GENERATED ALWAYS AS (lower(email)) STORED
+) ON COMMIT DROP;
+
+-- name: import_staging_copy
+COPY import_staging (line, email, name, status, tags, attributes, reason, cells) FROM STDIN;
+
+-- name: import_new_create
+CREATE TEMP TABLE import_new (id bigint NOT NULL, key text COLLATE "C" NOT NULL) ON COMMIT DROP;
+
+-- name: import_keep_rejects
+INSERT INTO import_rejects (import_id, line, reason, cells)
+SELECT %(import_id)s, line, reason, cells FROM import_staging WHERE reason IS NOT NULL;
+
+-- The first row of each address in file order, and how many rows the address has.
+-- name: import_firsts
+CREATE TEMP TABLE import_firsts ON COMMIT DROP AS
+SELECT DISTINCT ON (key) key, line, email, name, status, tags, attributes,
+       count(*) OVER (PARTITION BY key) AS n
+  FROM import_staging WHERE reason IS NULL
+ ORDER BY key, line;
+
+-- New addresses become contacts from their first row. import_firsts was written in key order,
+-- which for this database's collation is the citext index's order: the inserts walk the index
+-- from left to right instead of all over it.
+-- name: import_insert_new
+WITH ins AS (
+    INSERT INTO contacts (email, name, status, attributes, tags)
+    SELECT email, coalesce(name, ''), coalesce(status, 'subscribed'), attributes,
+           coalesce(string_to_array(tags, E'\x1f'), '{}')
+      FROM import_firsts
+    ON CONFLICT (email) DO NOTHING
+    RETURNING id, email
+)
+INSERT INTO import_new (id, key) SELECT id, lower(email::text) FROM ins;
+
+-- Addresses with rows still to apply: those that existed before the import, and those with
+-- more than one row in the file. `inserted` marks the ones whose first row made the contact.
+-- name: import_pending
+CREATE TEMP TABLE import_pending ON COMMIT DROP AS
+SELECT f.key, f.line, n.id IS NOT NULL AS inserted
+  FROM import_firsts f LEFT JOIN import_new n ON n.key = f.key
+ WHERE f.n > 1 OR n.id IS NULL;
+
+-- The same when every address was new (a first import): no join needed to know it.
+-- name: import_pending_all_new
+CREATE TEMP TABLE import_pending ON COMMIT DROP AS
+SELECT key, line, true AS inserted FROM import_firsts WHERE n > 1;
+
+-- Every remaining row, folded per address in file order, applied to its contact as if the rows
+-- had been imported one after another: names and statuses from the last row that has one,
+-- attributes merged (later wins) or replaced by the last row's, tags added or replaced.
+-- Without %(resubscribe)s a contact that is unsubscribed or bounced, or that a row of the file
+-- unsubscribes, never becomes subscribed again.
+-- name: import_apply
+WITH applied AS (
+    SELECT s.key, s.line, s.name, s.status, coalesce(s.tags, '') AS tags, s.attributes
+      FROM import_staging s JOIN import_pending p ON p.key = s.key
+     WHERE s.reason IS NULL AND NOT (p.inserted AND s.line = p.line)
+), folded AS (
+    SELECT key,
+           (array_agg(name ORDER BY line DESC) FILTER (WHERE name <> ''))[1] AS name,
+           jsonb_merge_agg(attributes ORDER BY line) AS attributes_merged,
+           (array_agg(attributes ORDER BY line DESC))[1] AS attributes_last,
+           tags_union_agg(string_to_array(tags, E'\x1f') ORDER BY line) AS tags_all,
+           string_to_array((array_agg(tags ORDER BY line DESC))[1], E'\x1f') AS tags_last,
+           (array_agg(status ORDER BY line DESC) FILTER (WHERE status IS NOT NULL))[1] AS status_last,
+           (array_agg(status ORDER BY line DESC) FILTER (WHERE status <> 'subscribed'))[1] AS status_held
+      FROM applied GROUP BY key
+)
+UPDATE contacts c SET
+    name = coalesce(f.name, c.name),
+    attributes = CASE WHEN %(overwrite)s THEN f.attributes_last ELSE c.attributes || f.attributes_merged END,
+    tags = CASE WHEN %(overwrite)s AND %(tags_mapped)s THEN f.tags_last ELSE tags_union(c.tags, f.tags_all) END,
+    status = CASE WHEN %(resubscribe)s THEN coalesce(f.status_last, 'subscribed')
+                  WHEN c.status <> 'subscribed' OR f.status_held IS NOT NULL THEN coalesce(f.status_held, c.status)
+                  ELSE coalesce(f.status_last, c.status) END,
+    updated_at = now()
+  FROM folded f
+ WHERE c.email = f.key::citext;
+
+-- Every address of the file joins the chosen lists, whatever happened to its contact.
+-- name: import_join_lists
+INSERT INTO list_members (list_id, contact_id)
+SELECT l.id, t.id
+  FROM lists l,
+       (SELECT id FROM import_new
+        UNION ALL
+        SELECT c.id FROM import_pending p JOIN contacts c ON c.email = p.key::citext WHERE NOT p.inserted) t
+ WHERE l.id = ANY(%(lists)s::bigint[])
+ON CONFLICT DO NOTHING;
