@@ -4,7 +4,7 @@ from flask_wtf import FlaskForm
 from flask_wtf.file import FileField, FileRequired
 from wtforms import (HiddenField, IntegerField, PasswordField, RadioField, SelectField, SelectMultipleField,
                      StringField, TextAreaField)
-from wtforms.validators import DataRequired, Length, NumberRange, Optional, ValidationError
+from wtforms.validators import AnyOf, DataRequired, Length, NumberRange, Optional, ValidationError
 
 from .render import RenderError, check_template
 
@@ -131,12 +131,15 @@ class JournalFilterForm(FlaskForm):
     before = IntegerField(validators=[Optional(), BIGINT])
 
 
+DEAD_LETTER_VIEWS = ("open", "replayed", "discarded", "all")
+
+
 class DeadLetterFilterForm(FlaskForm):
     class Meta:
         csrf = False
 
     campaign = IntegerField("Campaign #", validators=[Optional(), BIGINT])
-    status = SelectField("Show", choices=[("open", "open"), ("replayed", "replayed"),
-                                          ("discarded", "discarded"), ("all", "all")], default="open")
+    status = StringField("Show", default="open",
+                         validators=[Optional(), AnyOf(DEAD_LETTER_VIEWS, message="open, replayed, discarded or all")])
     unassigned = StringField(validators=[Optional(), Length(max=5)])
     before = IntegerField(validators=[Optional(), BIGINT])

@@ -66,7 +66,10 @@ def describe(queue_name: str, body: bytes, headers: dict) -> dict:
     options = message.options if isinstance(message.options, dict) else {}
     if message.actor_name not in broker.actors:
         return {**row, "key": key, "reason": f"unknown actor {row['actor']!r}", "raw": body[:MAX_RAW]}
-    reason = problem(broker.get_actor(message.actor_name), args, message.kwargs)
+    try:
+        reason = problem(broker.get_actor(message.actor_name), args, message.kwargs)
+    except Exception as exc:  # the same judgement the worker made (consumers/messages.py)
+        reason = f"bad arguments for {row['actor']}: {exc!r:.200}"
     if reason:
         return {**row, "key": key, "reason": reason, "raw": body[:MAX_RAW]}
     if options.get("dead_key"):  # an email whose last retry failed, copied here by dispatch

@@ -6,12 +6,14 @@ Dramatiq dead-letter it to the queue's `.XQ`, instead of being retried twenty ti
 dead-letter keeper records the same reason, computed by `problem()`.
 """
 import inspect
+import logging
 import types
 import typing
 from typing import TypedDict
 
 from dramatiq.middleware import Middleware, SkipMessage
 
+log = logging.getLogger(__name__)
 MAX_BATCH = 10_000
 
 
@@ -68,8 +70,11 @@ class ValidateMessages(Middleware):
 
     def before_process_message(self, broker, message):
         actor = broker.get_actor(message.actor_name)
-        reason = problem(actor, message.args, message.kwargs)
+        try:
+            reason = problem(actor, message.args, message.kwargs)
+        except Exception as exc:  # arguments odd enough to break the check itself
+            reason = f"bad arguments for {actor.actor_name}: {exc!r:.200}"
         if reason:
-            self.logger.error("Dead-lettering message %s: %s", message.message_id, reason)
+            log.error("Dead-lettering message %s: %s", message.message_id, reason)
             message.fail()
             raise SkipMessage(reason)

@@ -42,34 +42,36 @@ class PurgeWatch:
             return None
 
     def check(self, conn, depths: dict[str, int] | None) -> list[int]:
-        """One look; returns the campaigns stopped now."""
+        """One look; returns the campaigns stopped now. A campaign that made progress since
+        the last look costs one index probe; only one that stalled for the whole window is
+        counted against the queues."""
         if depths is None or any(depths.get(name, 0) for name in ENQUEUERS):
             self.suspects.clear()
             return []
         coverage = Config.PREPARE_BATCH * sum(depths.get(name, 0) for name in CARRIERS)
         now = time.monotonic()
         stopped = []
-        running = [r["id"] for r in conn.execute(q.scheduler_running_campaigns).fetchall()]
-        for cid in list(self.suspects):
-            if cid not in running:
-                del self.suspects[cid]
+        running = {r["id"] for r in conn.execute(q.scheduler_running_campaigns).fetchall()}
+        for cid in set(self.suspects) - running:
+            del self.suspects[cid]
         for cid in running:
-            due = conn.execute(q.purge_open_due, {"id": cid, "limit": coverage + 1}).fetchone()["n"]
-            if due <= coverage:
-                self.suspects.pop(cid, None)
-                continue
             last = conn.execute(q.purge_last_event, {"id": cid}).fetchone()["id"]
-            since, seen = self.suspects.get(cid, (now, last))
-            if seen != last:
-                since = now
-            self.suspects[cid] = (since, last)
-            if now - since >= Config.PURGE_CONFIRM_SECONDS:
-                del self.suspects[cid]
-                if self._stop(conn, cid, due, coverage, depths):
-                    stopped.append(cid)
+            since, seen = self.suspects.get(cid, (now, None))
+            if seen != last:  # progress (or first look): watch from now
+                self.suspects[cid] = (now, last)
+                continue
+            if now - since < Config.PURGE_CONFIRM_SECONDS:
+                continue
+            due = conn.execute(q.purge_open_due, {"id": cid, "limit": coverage + 1}).fetchone()["n"]
+            if due <= coverage:  # the queues can still carry its open work: look again later
+                self.suspects[cid] = (now, last)
+                continue
+            del self.suspects[cid]
+            if self._stop(conn, cid, coverage, depths):
+                stopped.append(cid)
         return stopped
 
-    def _stop(self, conn, cid: int, due: int, coverage: int, depths: dict) -> bool:
+    def _stop(self, conn, cid: int, coverage: int, depths: dict) -> bool:
         try:
             result = campaigns.control(cid, "stop", source="scheduler", detail={"reason": "purge detected"})
         except CampaignError as exc:  # paused or finished meanwhile: nothing to do

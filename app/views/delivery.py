@@ -3,7 +3,7 @@ accept as sent): the manager's say over what is sent again."""
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 
 from ..db import fetchall, fetchone, q
-from ..forms import ActionForm, DeadLetterFilterForm
+from ..forms import DEAD_LETTER_VIEWS, ActionForm, DeadLetterFilterForm
 from ..services import delivery
 from ..services.delivery import DeliveryError
 
@@ -40,12 +40,13 @@ def dead_letters():
         abort(400, description=f"The filter is not valid ({problems}).")
     campaign = _campaign(form.campaign.data) if form.campaign.data else None
     unassigned = bool(form.unassigned.data) and campaign is None
-    status = None if form.status.data == "all" else form.status.data
+    view = form.status.data or "open"
+    status = None if view == "all" else view
     params = {"campaign_id": campaign["id"] if campaign else None, "unassigned": unassigned}
     rows = fetchall(q.dead_letter_page, {**params, "status": status, "before": form.before.data, "limit": PAGE})
     counts = {r["status"]: r["n"] for r in fetchall(q.dead_letter_counts, params)}
     return render_template("dead_letters.html", rows=rows, counts=counts, campaign=campaign, form=form,
-                           unassigned=unassigned, action=ActionForm(),
+                           unassigned=unassigned, action=ActionForm(), view=view, views=DEAD_LETTER_VIEWS,
                            next_before=rows[-1]["id"] if len(rows) == PAGE else None)
 
 

@@ -1,0 +1,63 @@
+"""Fault test 7: malformed messages published by hand onto `prepare` and `dispatch` (not JSON,
+an unknown actor, missing fields, arguments of the wrong shape) end in the dead letters with
+a reason, visible in the UI; the workers keep running and keep sending."""
+import json
+import uuid
+
+from tests.conftest import wait_for
+from tests.delivery_kit import assert_nothing_lost_nothing_doubled, publish, seed_campaign, start, wait_status
+
+
+def dramatiq_message(queue, actor, args, **extra):
+    return json.dumps({"queue_name": queue, "actor_name": actor, "args": args, "kwargs": {}, "options": {},
+                       "message_id": str(uuid.uuid4()), "message_timestamp": 0, **extra}).encode()
+
+
+BAD = [
+    ("prepare", b"this is not json {", "not JSON"),
+    ("dispatch", b"\x00\xff\xfe binary", "the body is not UTF-8 text"),
+    ("prepare", dramatiq_message("prepare", "no_such_actor", ["one", [1]]), "unknown actor 'no_such_actor'"),
+    ("dispatch", dramatiq_message("dispatch", "drop_tables", []), "unknown actor 'drop_tables'"),
+    ("prepare", json.dumps({"actor_name": "prepare", "queue_name": "prepare"}).encode(),
+     "not a Dramatiq message (missing or unexpected fields"),
+    ("prepare", dramatiq_message("prepare", "prepare", []), "missing a required argument: 'campaign_id'"),
+    ("prepare", dramatiq_message("prepare", "prepare", [1, "1,2,3"]), "delivery_ids is not a valid list"),
+    ("dispatch", dramatiq_message("dispatch", "dispatch", [1, [{"d": 1, "to": "x@example.com"}]]),
+     "emails is not a valid list"),
+    ("dispatch", dramatiq_message("dispatch", "dispatch", [1, [], "extra"]), "bad arguments for dispatch"),
+    ("prepare", b"[1, 2, 3]", "the JSON is not an object"),
+]
+
+
+def test_malformed_messages_become_dead_letters_and_workers_carry_on(client, db, smtp, workers, services):
+    services("deadletters")
+    for queue, body, _ in BAD:
+        publish(queue, body)
+
+    letters = wait_for(lambda: (lambda rows: len(rows) >= len(BAD) and rows)(db.execute(
+        "SELECT queue_name, reason, actor_name, message, raw, status FROM dead_letters ORDER BY id").fetchall()),
+        timeout=60, message="every malformed message in the dead letters")
+    assert len(letters) == len(BAD)
+    reasons = sorted(letter["reason"] for letter in letters)
+    for queue, body, expected in BAD:
+        match = [letter for letter in letters if expected in letter["reason"] and letter["queue_name"] == queue]
+        assert match, f"no dead letter on {queue} says {expected!r}: {reasons}"
+        assert bytes(match[0]["raw"]) == body and match[0]["message"] is None  # kept as it came, not replayable
+    assert {letter["status"] for letter in letters} == {"open"}
+    assert workers.proc.poll() is None and workers.child_pids()
+
+    # Visible, with reasons, in the UI; discard works; replay is not offered.
+    page = client.get("/dead-letters?unassigned=1").get_data(as_text=True)
+    assert "unknown actor &#39;drop_tables&#39;" in page and "not JSON" in page and "class=\"link replay\"" not in page
+    first = db.execute("SELECT id FROM dead_letters ORDER BY id LIMIT 1").fetchone()["id"]
+    assert b"discarded" in client.post(f"/dead-letters/{first}/discard", follow_redirects=True).data
+    assert b"no longer open" in client.post(f"/dead-letters/{first}/replay", follow_redirects=True).data
+    kinds = {r["kind"] for r in db.execute("SELECT kind FROM journal")}
+    assert {"deadletter.received", "deadletter.discarded"} <= kinds
+
+    # The same workers still send a campaign end to end.
+    cid = seed_campaign(db, 30, "aftermalformed")
+    start(cid)
+    wait_status(db, cid, "completed", timeout=60)
+    assert assert_nothing_lost_nothing_doubled(db, smtp, cid) == {"sent": 30}
+    assert workers.proc.poll() is None
