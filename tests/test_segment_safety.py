@@ -139,7 +139,7 @@ def test_hostile_values_through_every_text_field_and_operator(world, db):
                 keys.append(key)
             with conn.transaction(force_rollback=True):
                 conn.execute(sql.SQL(";\n").join(
-                    sql.SQL(q.segment_function_create).format(name=sql.Identifier(fn), where=rules.where(tree))
+                    sql.SQL(q.segment_function_create).format(name=sql.Identifier(fn), **rules.to_sql(tree))
                     for _, fn, tree in made))
                 runs = sql.SQL(" UNION ALL ").join(
                     sql.SQL("SELECT {}::int AS i, contact_id FROM segment_eval({}::regprocedure)").format(
@@ -247,6 +247,21 @@ def test_typed_attributes_match_hand_written_queries(db):
         expected = {r["email"] for r in db.execute(
             f"SELECT email FROM contacts WHERE email LIKE '%@typed.test' AND {where}")}
         assert got == expected, (cond, got, expected)
+    # Hostile attribute names through the typed reads, two of them in one rule.
+    for i, key in enumerate(STORABLE[:40]):
+        key = key[:rules.MAX_KEY_CHARS] or "k"
+        db.execute("INSERT INTO contacts (email, attributes) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                   (f"key{i}@typed-keys.test", Jsonb({key: str(i), "flag": "yes" if i % 2 else "no"})))
+        rule = {"type": "group", "op": "and", "children": [
+            {"type": "condition", "field": "email", "op": "ends_with", "value": "@typed-keys.test"},
+            {"type": "condition", "field": "attribute", "key": key, "attr_type": "number", "op": "gt", "value": "-1"},
+            {"type": "condition", "field": "attribute", "key": key, "attr_type": "boolean", "op": "is_set"},
+            {"type": "condition", "field": "attribute", "key": "flag", "attr_type": "boolean", "op": "is_true"}]}
+        got = {r["email"] for r in segment.preview(rule)["sample"]}
+        expected = {r["email"] for r in db.execute(
+            "SELECT email FROM contacts WHERE email LIKE '%%@typed-keys.test' AND attributes ->> %s ~ '^[0-9]+$' "
+            "AND attributes ->> 'flag' = 'yes'", (key,))}
+        assert got == expected, (key[:40], got, expected)
 
 
 @pytest.mark.parametrize("bad", [
