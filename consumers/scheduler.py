@@ -28,7 +28,7 @@ LEADER_LOCK = 727_002
 INTERVAL = float(os.environ.get("SCHEDULER_INTERVAL", "1"))
 
 
-def tick(conn, watch: PurgeWatch) -> None:
+def tick(conn, watch: PurgeWatch, connected_at) -> None:
     for row in conn.execute(q.scheduler_due_campaigns).fetchall():
         try:
             campaigns.start(row["id"], source="scheduler")
@@ -37,7 +37,7 @@ def tick(conn, watch: PurgeWatch) -> None:
                 journal.append(conn, [Event("campaign.start_refused", row["id"], source="scheduler",
                                             detail={"error": str(exc)})])
     with conn.transaction():
-        stale = conn.execute(q.scheduler_mark_unknown, {"grace": Config.UNKNOWN_AFTER,
+        stale = conn.execute(q.scheduler_mark_unknown, {"grace": Config.UNKNOWN_AFTER, "connected_at": connected_at,
                                                         "dead_after": Config.WORKER_DEAD_AFTER}).fetchall()
         journal.append(conn, [Event("delivery.unknown", r["campaign_id"], r["id"], r["email"], source="scheduler",
                                     detail={"claimed_at": r["claimed_at"].isoformat(), "claimed_by": r["claimed_by"]},
@@ -58,8 +58,9 @@ def main() -> None:
                     time.sleep(INTERVAL * 5)  # another scheduler leads; wait to take over
                 log.info("scheduler is the leader")
                 watch = PurgeWatch()
+                connected_at = conn.execute(q.scheduler_now).fetchone()["t"]
                 while True:
-                    tick(conn, watch)
+                    tick(conn, watch, connected_at)
                     time.sleep(INTERVAL)
         except psycopg.OperationalError as exc:
             log.warning("database unavailable (%s); retrying", exc)

@@ -5,12 +5,15 @@ SELECT id FROM campaigns WHERE status = 'scheduled' AND scheduled_at <= now() OR
 SELECT id FROM campaigns WHERE status = 'running';
 
 -- A claim is unknown when its worker's heartbeat stopped (killed mid-send), or when it is
--- older than any send could take.
+-- older than any send could take. Heartbeats are only trusted once the scheduler has been
+-- connected for the whole silence period: right after the database restarted, every
+-- heartbeat is old, and the workers need a moment to beat again.
 -- name: scheduler_mark_unknown
 UPDATE deliveries d SET status = 'unknown', updated_at = now()
  WHERE d.status = 'sending'
    AND (d.claimed_at < now() - %(grace)s::interval
         OR (d.claimed_at < now() - %(dead_after)s::interval
+            AND %(connected_at)s::timestamptz < now() - %(dead_after)s::interval
             AND NOT EXISTS (SELECT 1 FROM worker_heartbeats h
                              WHERE h.worker_id = split_part(d.claimed_by, '/', 1)
                                AND h.seen_at > now() - %(dead_after)s::interval)))
@@ -27,3 +30,6 @@ SELECT count(*) AS n FROM (
 
 -- name: purge_last_event
 SELECT max(id) AS id FROM journal WHERE campaign_id = %(id)s;
+
+-- name: scheduler_now
+SELECT now() AS t;
