@@ -142,9 +142,10 @@ def enqueue(campaign_id: int) -> None:
 def complete_if_done(conn, campaign_id: int) -> bool:
     done = conn.execute(q.campaign_complete_if_done, {"id": campaign_id}).fetchone()
     if done:
+        # No dedupe key: the guarded UPDATE completes a run only once, and a campaign reopened
+        # by a replay completes again, which the journal must show.
         journal.append(conn, [Event("campaign.completed", campaign_id,
-                                    detail=counts_in(conn, campaign_id),
-                                    key=f"c{campaign_id}.completed")])
+                                    detail=counts_in(conn, campaign_id))])
     return bool(done)
 
 
