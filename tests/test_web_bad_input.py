@@ -361,8 +361,7 @@ def test_csv_with_a_nul_far_into_the_file_rejects_that_row(client, db, a_list):
 @pytest.mark.parametrize("data,message", [
     (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)) * 4,
      "Upload refused: this does not look like a CSV file (it contains binary data)"),
-    ("email,name\nutf16@example.com,Jo\n".encode("utf-16"),
-     "Upload refused: this does not look like a CSV file (it contains binary data)"),
+    # (UTF-16 is no longer refused: issue 5 imports it, see tests/test_import.py.)
     (b"", "Upload refused: the file is empty"),
     (b"\n \r\n\t\n", "Upload refused: the file is empty"),
     (b"name,city\nJo,Oslo\n", "Upload refused: the first row must be a header with an 'email' column"),

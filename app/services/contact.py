@@ -1,30 +1,32 @@
-"""Contacts: add one, or a small CSV where the first column named email is the address,
-`name` the name, and every other column an attribute."""
+"""Contacts: add or edit one, filter a million of them, act on a selection or a whole filter,
+export a filter as CSV, and the data-protection pair: one person's data as JSON, and erasure.
+
+(Files of contacts go through app/services/importer.py.)
+"""
 import csv
+import hashlib
+import hmac
 import io
 import json
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass
 
 from psycopg.types.json import Jsonb
-from wtforms.validators import ValidationError
 
+from ..config import Config
 from ..db import pool, q
-from ..forms import normalise_email
+from . import journal
+from .import_rows import STATUSES
+from .journal import Event
+from .sheets import spreadsheet_safe
 
-MAX_CSV_ROWS = 50_000
-MAX_FIELD = 10_000
-MAX_NAME = 500  # the contacts.name CHECK
+PAGE = 50
+COUNT_CAP = 10_000
+BIGINT_MAX = 2**63 - 1
 
 
 class ContactError(ValueError):
     pass
-
-
-@dataclass
-class CsvReport:
-    inserted: int = 0
-    updated: int = 0
-    rejected: list = field(default_factory=list)  # (line, reason)
 
 
 def parse_attributes(text: str | None) -> dict:
@@ -50,66 +52,177 @@ def add(conn, email: str, name: str, attributes: dict, list_id: int | None) -> t
     return row["id"], row["inserted"]
 
 
-def import_csv(data: bytes, list_id: int | None) -> CsvReport:
-    """All rows or none: a file with bad rows reports them, and the good rows are kept."""
-    if b"\x00" in data[:4096]:
-        raise ContactError("this does not look like a CSV file (it contains binary data)")
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        text = data.decode("latin-1")
-    if not text.strip():
-        raise ContactError("the file is empty")
-    try:
-        dialect = csv.Sniffer().sniff(text[:8192], delimiters=",;\t|")
-    except csv.Error:
-        dialect = csv.excel
-    reader = csv.reader(io.StringIO(text), dialect)
-    try:
-        header = [h.strip() for h in next(reader, [])]
-    except csv.Error as exc:
-        raise ContactError(f"the header row is not valid CSV: {exc}") from None
-    lowered = [h.lower() for h in header]
-    if "email" not in lowered:
-        raise ContactError("the first row must be a header with an 'email' column")
-    email_at = lowered.index("email")
-    name_at = lowered.index("name") if "name" in lowered else None
-    report = CsvReport()
-    with pool().connection() as conn:
-        while True:
-            try:
-                row = next(reader)
-            except StopIteration:
-                break
-            except csv.Error as exc:  # a malformed line, e.g. a field over csv's size limit
-                report.rejected.append((reader.line_num, f"not valid CSV: {exc}"))
-                continue
-            line = reader.line_num
-            if line > MAX_CSV_ROWS + 1:
-                raise ContactError(f"the file has more than {MAX_CSV_ROWS} rows: use the import page")
-            if not any(cell.strip() for cell in row):
-                continue
-            if len(row) != len(header):
-                report.rejected.append((line, f"{len(row)} columns where the header has {len(header)}"))
-                continue
-            if any(len(cell) > MAX_FIELD for cell in row):
-                report.rejected.append((line, f"a field is longer than {MAX_FIELD} characters"))
-                continue
-            if any("\x00" in cell for cell in row):
-                report.rejected.append((line, "a field contains a NUL character"))
-                continue
-            if name_at is not None and len(row[name_at].strip()) > MAX_NAME:
-                report.rejected.append((line, f"the name is longer than {MAX_NAME} characters"))
-                continue
-            try:
-                email = normalise_email(row[email_at])
-            except ValidationError as exc:
-                report.rejected.append((line, str(exc)))
-                continue
-            attrs = {k: v for i, (k, v) in enumerate(zip(header, row)) if i not in (email_at, name_at) and k}
-            _, inserted = add(conn, email, row[name_at].strip() if name_at is not None else "", attrs, list_id)
-            if inserted:
-                report.inserted += 1
+# --- the filter ------------------------------------------------------------------------------
+
+@dataclass
+class Filter:
+    """What the contacts page shows: a search (email, name or attribute text, or
+    `key=value` for one attribute), a list, a tag and a status."""
+    search: str = ""
+    list_id: int | None = None
+    tag: str = ""
+    status: str = ""
+
+    @classmethod
+    def from_args(cls, args) -> "Filter":
+        list_id = args.get("list", type=int)
+        status = args.get("status", "")
+        return cls(search=(args.get("q") or "").strip()[:320], tag=(args.get("tag") or "").strip()[:100],
+                   list_id=list_id if list_id and 0 < list_id <= BIGINT_MAX else None,
+                   status=status if status in STATUSES else "")
+
+    def args(self) -> dict:
+        """For links that keep the filter."""
+        return {k: v for k, v in (("q", self.search), ("list", self.list_id), ("tag", self.tag),
+                                  ("status", self.status)) if v}
+
+    def params(self, ids: list | None = None) -> dict:
+        """The filter parameters every contacts query takes."""
+        pattern, attrs = None, None
+        if self.search:
+            key, eq, value = self.search.partition("=")
+            if eq and key.strip() and value.strip():
+                attrs = [Jsonb({key.strip(): v}) for v in _typed_values(value.strip())]
             else:
-                report.updated += 1
-    return report
+                escaped = re.sub(r"([\\%_])", r"\\\1", self.search)
+                pattern = f"%{escaped}%"
+        return {"pattern": pattern, "attrs": attrs, "tag": self.tag or None, "status": self.status or None,
+                "list_id": self.list_id, "ids": ids}
+
+    def empty(self) -> bool:
+        return not (self.search or self.list_id or self.tag or self.status)
+
+
+def _typed_values(text: str) -> list:
+    """`age=42` matches the number 42 and the text "42" (imports store typed attributes)."""
+    try:
+        typed = json.loads(text)
+    except ValueError:
+        return [text]
+    return [typed, text] if isinstance(typed, (int, float, bool)) and not isinstance(typed, str) else [text]
+
+
+def page(f: Filter, before: int | None, after: int | None) -> tuple[list, bool]:
+    """A page of contacts, newest first, and whether more lie beyond it in the direction
+    walked (one row more is read to know)."""
+    with pool().connection() as conn:
+        if after is not None:
+            rows = conn.execute(q.contact_page_newer, {**f.params(), "after": after, "limit": PAGE + 1}).fetchall()
+            return rows[:PAGE][::-1], len(rows) > PAGE
+        rows = conn.execute(q.contact_page, {**f.params(), "before": before or BIGINT_MAX, "limit": PAGE + 1}).fetchall()
+        return rows[:PAGE], len(rows) > PAGE
+
+
+def count(f: Filter) -> int:
+    with pool().connection() as conn:
+        return conn.execute(q.contact_count_capped, {**f.params(), "cap": COUNT_CAP + 1}).fetchone()["n"]
+
+
+# --- bulk actions ----------------------------------------------------------------------------
+
+BULK = {"add_list": q.contact_bulk_add_list, "remove_list": q.contact_bulk_remove_list,
+        "add_tag": q.contact_bulk_add_tag, "remove_tag": q.contact_bulk_remove_tag, "delete": q.contact_bulk_delete}
+
+
+def bulk(action: str, f: Filter, ids: list | None, list_id: int | None, tag: str | None) -> int:
+    """Apply one action to the selection (`ids`) or, when ids is None, to the whole filter.
+    One statement, so it is all or nothing. Returns how many rows changed."""
+    if action in ("add_list", "remove_list") and not list_id:
+        raise ContactError("choose the list")
+    if action in ("add_tag", "remove_tag") and not (tag and tag.strip()):
+        raise ContactError("give the tag")
+    if ids is not None and not ids:
+        raise ContactError("tick at least one contact, or act on the whole filter")
+    params = {**(Filter() if ids is not None else f).params(ids), "list_id_target": list_id,
+              "tag_target": (tag or "").strip()}
+    with pool().connection() as conn:
+        n = conn.execute(BULK[action], params).rowcount
+        if action == "delete":
+            journal.append(conn, [Event("contacts.deleted", source="ui", detail={"count": n, "filter": f.args(),
+                                                                                  "selected": ids is not None})])
+    return n
+
+
+# --- export ----------------------------------------------------------------------------------
+
+FIXED = ("email", "name", "status", "tags", "created_at", "updated_at")
+
+
+def export_csv(f: Filter):
+    """The filter's contacts as CSV text, produced as it is read (a server-side cursor), with
+    one column per attribute and every cell safe to open in a spreadsheet."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    with pool().connection() as conn:
+        keys = [r["key"] for r in conn.execute(q.contact_export_keys, f.params())]
+        writer.writerow([*FIXED, *keys])
+        yield out.getvalue()
+        with conn.cursor(name="contact_export") as cur:
+            cur.itersize = 2000
+            cur.execute(q.contact_export, f.params())
+            while batch := cur.fetchmany(2000):
+                out.seek(0)
+                out.truncate()
+                for c in batch:
+                    attrs = c["attributes"]
+                    writer.writerow([spreadsheet_safe(v) for v in (
+                        c["email"], c["name"], c["status"], ";".join(c["tags"]), c["created_at"].isoformat(),
+                        c["updated_at"].isoformat(), *(_cell(attrs.get(k)) for k in keys))])
+                yield out.getvalue()
+
+
+def _cell(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+# --- one person's data --------------------------------------------------------------------------
+
+def data_of(contact: dict) -> dict:
+    """Everything stored about one contact, for a data-access request."""
+    with pool().connection() as conn:
+        params = {"id": contact["id"], "email": contact["email"]}
+        return {
+            "contact": {k: contact[k] for k in ("id", "email", "name", "status", "tags", "attributes",
+                                                "created_at", "updated_at")},
+            "lists": conn.execute(q.contact_lists_of, params).fetchall(),
+            "deliveries": conn.execute(q.contact_deliveries_of, params).fetchall(),
+            "journal": conn.execute(q.contact_journal_of, params).fetchall(),
+            "suppression": conn.execute(q.contact_suppression_of, params).fetchone(),
+        }
+
+
+def erased_address(email: str) -> str:
+    """The one-way stand-in for an erased address: keyed, so it cannot be found by hashing
+    a list of guessed addresses, and the same for every row that held it."""
+    digest = hmac.new(Config.SECRET_KEY.encode(), email.strip().lower().encode(), hashlib.sha256).hexdigest()
+    return f"erased-{digest[:40]}"
+
+
+def erase(contact_id: int) -> dict | None:
+    """Erase a contact for a data-protection request: the contact goes, and its address becomes
+    a one-way hash in the outbox, the journal and the suppression list, so every count stays
+    right. One transaction. Returns what was rewritten, or None if there is no such contact."""
+    with pool().connection() as conn:
+        contact = conn.execute(q.contact_get, {"id": contact_id}).fetchone()
+        if contact is None:
+            return None
+        email, stand_in = contact["email"], erased_address(contact["email"])
+        conn.execute("SET LOCAL mailer.erasure = 'on'")
+        delivery_ids = [d["id"] for d in conn.execute(q.contact_deliveries_of, {"id": contact_id})]
+        params = {"id": contact_id, "email": email, "hash": stand_in, "delivery_ids": delivery_ids,
+                  "pattern": re.escape(email)}
+        done = {
+            "deliveries": conn.execute(q.contact_erase_deliveries, params).rowcount,
+            "journal": conn.execute(q.contact_erase_journal, params).rowcount,
+        }
+        conn.execute(q.contact_erase_suppression, params)
+        conn.execute(q.contact_erase_captured, params)
+        conn.execute(q.contact_erase_rejects, params)
+        conn.execute(q.contact_delete, params)
+        journal.append(conn, [Event("contact.erased", email=stand_in, source="ui",
+                                    detail={"contact_id": contact_id, **done})])
+    return {"hash": stand_in, **done}

@@ -1,30 +1,53 @@
-"""Contacts and lists pages."""
-from flask import Blueprint, flash, redirect, render_template, request, url_for
-from psycopg import errors
+"""Contacts and lists pages: search and filter, edit one, bulk actions, export, erasure, and
+the one-step CSV upload. The import pages are the nested blueprint in views/imports.py."""
+import json
 
+from flask import Blueprint, Response, abort, flash, redirect, render_template, request, stream_with_context, url_for
+from psycopg import errors
+from psycopg.types.json import Jsonb
+
+from ..config import Config
+from ..contact_forms import BULK_ACTIONS, BulkForm, ContactEditForm, EraseForm
 from ..db import fetchall, fetchone, pool, q
 from ..forms import ContactForm, CsvUploadForm, ListForm
 from ..services import contact as contacts
-from ..services.contact import ContactError
+from ..services import importer
+from ..services.contact import ContactError, Filter
+from ..services.import_rows import MappingError
+from ..services.sheets import FileRefused
+from . import imports
 
 bp = Blueprint("contacts", __name__)
-PAGE = 100
+bp.register_blueprint(imports.bp)
 
 
 def _list_choices():
     return [(0, "— none —")] + [(r["id"], r["name"]) for r in fetchall(q.list_all)]
 
 
+def _index_page(form=None, code=200):
+    f = Filter.from_args(request.args)
+    before, after = request.args.get("before", type=int), request.args.get("after", type=int)
+    before = before if before and 0 < before <= contacts.BIGINT_MAX else None
+    after = after if after is not None and 0 <= after <= contacts.BIGINT_MAX else None
+    rows, more = contacts.page(f, before, after)
+    lists = fetchall(q.list_all)
+    form = form or ContactForm()
+    upload, bulk = CsvUploadForm(), BulkForm()
+    form.list_id.choices = upload.list_id.choices = _list_choices()
+    bulk.list_id.choices = [(r["id"], r["name"]) for r in lists]
+    if after is not None:  # a page of newer contacts: the older ones are where we came from
+        older, newer = (rows[-1]["id"] if rows else None), (rows[0]["id"] if more else None)
+    else:
+        older, newer = (rows[-1]["id"] if more else None), (rows[0]["id"] if before and rows else None)
+    return render_template(
+        "contacts.html", contacts=rows, form=form, upload=upload, bulk=bulk, filter=f, lists=lists,
+        matching=contacts.count(f), cap=contacts.COUNT_CAP, older=older, newer=newer), code
+
+
 @bp.route("/contacts")
 def index():
-    search = (request.args.get("q") or "").strip()[:320] or None
-    list_id = request.args.get("list", type=int)
-    after = request.args.get("after", default=0, type=int)
-    rows = fetchall(q.contact_page, {"search": search, "list_id": list_id, "after": after, "limit": PAGE})
-    form, upload = ContactForm(), CsvUploadForm()
-    form.list_id.choices = upload.list_id.choices = _list_choices()
-    return render_template("contacts.html", contacts=rows, form=form, upload=upload, search=search or "",
-                           list_id=list_id, next_after=rows[-1]["id"] if len(rows) == PAGE else None)
+    return _index_page()
 
 
 @bp.route("/contacts", methods=["POST"])
@@ -41,27 +64,124 @@ def add():
             return redirect(url_for(".index"))
         except ContactError as exc:
             form.attributes.errors.append(str(exc))
-    upload = CsvUploadForm()
-    upload.list_id.choices = form.list_id.choices
-    return render_template("contacts.html", contacts=fetchall(q.contact_page, {"search": None, "list_id": None, "after": 0, "limit": PAGE}),
-                           form=form, upload=upload, search="", list_id=None, next_after=None), 400
+    return _index_page(form, 400)
 
 
 @bp.route("/contacts/upload", methods=["POST"])
 def upload():
+    """The quick upload: a CSV with an `email` column, imported in the request."""
     form = CsvUploadForm()
     form.list_id.choices = _list_choices()
     if not form.validate_on_submit():
         flash("Choose a CSV file to upload.", "error")
         return redirect(url_for(".index"))
     try:
-        report = contacts.import_csv(form.file.data.read(), form.list_id.data or None)
-    except ContactError as exc:
+        with importer.spool(form.file.data.stream, form.file.data.filename, Config.MAX_UPLOAD_BYTES) as file:
+            counts, rejected = importer.quick(file, form.list_id.data or None)
+    except (FileRefused, MappingError, importer.ImportFailed) as exc:
         flash(f"Upload refused: {exc}", "error")
         return redirect(url_for(".index"))
-    flash(f"Imported: {report.inserted} new, {report.updated} updated, {len(report.rejected)} rejected.", "ok")
-    for line, reason in report.rejected[:50]:
+    flash(f"Imported: {counts['inserted']} new, {counts['updated']} updated, {counts['rejected']} rejected.", "ok")
+    if counts["duplicates"]:
+        flash(f"{counts['duplicates']} address(es) appear more than once in the file: later rows updated earlier ones.",
+              "ok")
+    for line, reason in rejected:
         flash(f"line {line}: {reason}", "error")
+    if counts["rejected"] > len(rejected):
+        flash(f"… and {counts['rejected'] - len(rejected)} more rejected rows: download them all from the "
+              f"import's page.", "error")
+    return redirect(url_for(".index"))
+
+
+@bp.route("/contacts/bulk", methods=["POST"])
+def bulk():
+    f = Filter.from_args(request.args)
+    form = BulkForm()
+    form.list_id.choices = [(r["id"], r["name"]) for r in fetchall(q.list_all)]
+    if not form.validate_on_submit():
+        flash("The action was not valid: " + "; ".join(e for es in form.errors.values() for e in es), "error")
+        return redirect(url_for(".index", **f.args()))
+    ids = None
+    if form.scope.data == "selected":
+        try:
+            ids = [int(x) for x in request.form.getlist("ids")]
+        except ValueError:
+            abort(400, "The selection is not valid: reload the page.")
+        if len(ids) > 10_000 or any(not 0 < i <= contacts.BIGINT_MAX for i in ids):
+            abort(400, "The selection is not valid: reload the page.")
+    elif form.action.data == "delete" and f.empty():
+        flash("Set a filter first: deleting every contact at once is not offered.", "error")
+        return redirect(url_for(".index", **f.args()))
+    try:
+        n = contacts.bulk(form.action.data, f, ids, form.list_id.data, form.tag.data)
+    except ContactError as exc:
+        flash(f"Nothing changed: {exc}.", "error")
+        return redirect(url_for(".index", **f.args()))
+    flash(f"{BULK_ACTIONS[form.action.data].capitalize()}: {n} contact(s) changed.", "ok")
+    return redirect(url_for(".index", **f.args()))
+
+
+@bp.route("/contacts/export.csv")
+def export():
+    f = Filter.from_args(request.args)
+    return Response(stream_with_context(contacts.export_csv(f)), mimetype="text/csv",
+                    headers={"Content-Disposition": 'attachment; filename="contacts.csv"'})
+
+
+def _contact(contact_id: int) -> dict:
+    row = fetchone(q.contact_get, {"id": contact_id}) if 0 < contact_id <= contacts.BIGINT_MAX else None
+    if row is None:
+        abort(404)
+    return row
+
+
+@bp.route("/contacts/<int:contact_id>", methods=["GET", "POST"])
+def edit(contact_id):
+    contact = _contact(contact_id)
+    current = [r["list_id"] for r in fetchall(q.contact_list_ids, {"id": contact_id})]
+    form = ContactEditForm(data={**contact, "tags": ", ".join(contact["tags"]), "lists": current,
+                                 "attributes": json.dumps(contact["attributes"], ensure_ascii=False, indent=1)}
+                           if request.method == "GET" else None)
+    form.lists.choices = [(r["id"], r["name"]) for r in fetchall(q.list_all)]
+    if form.validate_on_submit():
+        try:
+            attributes = contacts.parse_attributes(form.attributes.data)
+            with pool().connection() as conn:
+                conn.execute(q.contact_update, {"id": contact_id, "email": form.email.data, "status": form.status.data,
+                                                "name": (form.name.data or "").strip(), "tags": form.tags.data,
+                                                "attributes": Jsonb(attributes)})
+                conn.execute(q.contact_set_lists, {"id": contact_id, "lists": list(form.lists.data or [])})
+            flash(f"Saved {form.email.data}.", "ok")
+            return redirect(url_for(".edit", contact_id=contact_id))
+        except ContactError as exc:
+            form.attributes.errors.append(str(exc))
+        except errors.UniqueViolation:
+            form.email.errors.append("another contact has this address")
+    return render_template("contact.html", contact=contact, form=form, erase=EraseForm(),
+                           deliveries=fetchall(q.contact_deliveries_of, {"id": contact_id})[-20:]), \
+        400 if form.errors else 200
+
+
+@bp.route("/contacts/<int:contact_id>/export.json")
+def export_one(contact_id):
+    contact = _contact(contact_id)
+    body = json.dumps(contacts.data_of(contact), default=str, ensure_ascii=False, indent=2)
+    return Response(body, mimetype="application/json",
+                    headers={"Content-Disposition": f'attachment; filename="contact-{contact_id}.json"'})
+
+
+@bp.route("/contacts/<int:contact_id>/erase", methods=["POST"])
+def erase(contact_id):
+    contact = _contact(contact_id)
+    form = EraseForm()
+    if not form.validate_on_submit() or form.confirm.data.strip().lower() != contact["email"].lower():
+        flash("Not erased: type the contact's address exactly to confirm.", "error")
+        return redirect(url_for(".edit", contact_id=contact_id))
+    done = contacts.erase(contact_id)
+    if done is None:
+        abort(404)
+    flash(f"Erased. The address was replaced by a one-way hash in {done['deliveries']} deliveries and "
+          f"{done['journal']} journal entries.", "ok")
     return redirect(url_for(".index"))
 
 
