@@ -31,7 +31,7 @@ class Config:
     MATERIALISE_TIMEOUT_MS = env_int("MATERIALISE_TIMEOUT_MS", 600_000)
     # Delivery (issue 4). Several outbound servers, in order of preference, comma-separated;
     # each URL may carry max_connections= and rate= (per worker process), see app/smtp.py.
-    SMTP_URLS = env("SMTP_URLS", SMTP_URL)
+    SMTP_URLS = os.environ.get("SMTP_URLS") or None  # unset: SMTP_URL alone
     SMTP_FAILOVER_AFTER = env_int("SMTP_FAILOVER_AFTER", 3)  # connection faults in a row
     SMTP_COOLDOWN_SECONDS = float(env("SMTP_COOLDOWN_SECONDS", "10"))
     # Retries: exponential backoff with jitter from RETRY_BASE_MS, capped well below

@@ -84,6 +84,12 @@ def servers_from_urls(urls: str) -> list[SmtpServer]:
     return servers
 
 
+def configured_servers() -> list[SmtpServer]:
+    from .config import Config
+
+    return servers_from_urls(Config.SMTP_URLS or Config.SMTP_URL)
+
+
 class SendOutcome(Exception):
     """A failed attempt; `permanent` says whether a retry could ever help.
 

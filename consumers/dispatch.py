@@ -31,7 +31,7 @@ from app.db import pool, q
 from app.services import journal
 from app.services.campaign import complete_if_done
 from app.services.journal import Event
-from app.smtp import SendOutcome, SmtpPool, servers_from_urls
+from app.smtp import SendOutcome, SmtpPool, configured_servers
 
 from . import cache, state
 from .broker import broker
@@ -50,8 +50,7 @@ def smtp_pool() -> SmtpPool:
     if _pool is None:
         with _pool_lock:
             if _pool is None:
-                _pool = SmtpPool(servers_from_urls(Config.SMTP_URLS), Config.SMTP_FAILOVER_AFTER,
-                                 Config.SMTP_COOLDOWN_SECONDS)
+                _pool = SmtpPool(configured_servers(), Config.SMTP_FAILOVER_AFTER, Config.SMTP_COOLDOWN_SECONDS)
     return _pool
 
 

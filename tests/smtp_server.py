@@ -4,6 +4,7 @@
 as "451 4.7.1 try later" or "550 5.1.1 no such user" to answer DATA with, or "drop" to close
 the connection in the middle of DATA. `attempt` counts the DATA commands seen for that address.
 
+`server.rcpt_behaviour = fn(rcpt)` may refuse at RCPT TO with a reply instead.
 `server.pipelining` (on by default) advertises PIPELINING; `server.refuse_for(20)` closes
 the listening socket for 20 seconds (connections refused), then listens again.
 """
@@ -28,6 +29,13 @@ class _Handler:
             responses.insert(-1, "250-PIPELINING")
         return responses
 
+    async def handle_RCPT(self, smtp, session, envelope, address, rcpt_options):
+        verdict = self.server.rcpt_behaviour(address.lower()) if self.server.rcpt_behaviour else None
+        if verdict:
+            return verdict
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
     async def handle_DATA(self, smtp, session, envelope):
         s = self.server
         rcpt = envelope.rcpt_tos[0].lower()
@@ -47,10 +55,13 @@ class _Handler:
 
 
 class SmtpServer:
-    def __init__(self, host: str, port: int):
+    def __init__(self, host: str, port: int, **smtp_options):
+        """`smtp_options` go to aiosmtpd's SMTP (tls_context, authenticator, ...)."""
         self.host, self.port = host, port
+        self.smtp_options = smtp_options
         self.lock = threading.Lock()
         self.behaviour = None
+        self.rcpt_behaviour = None
         self.messages: list[tuple[str, list[str], bytes]] = []
         self.attempts: Counter = Counter()
         self.sessions = 0
@@ -61,7 +72,7 @@ class SmtpServer:
     def start(self):
         self.controller = Controller(_Handler(self), hostname=self.host, port=self.port,
                                      data_size_limit=60 * 1024 * 1024, decode_data=False,
-                                     timeout=30)
+                                     timeout=30, **self.smtp_options)
         self.controller.start()
 
     def stop(self):
@@ -88,6 +99,7 @@ class SmtpServer:
             self.messages.clear()
             self.attempts.clear()
             self.behaviour = None
+            self.rcpt_behaviour = None
             self.sessions = 0
             self.pipelining = True
         if not self.is_up():

@@ -1,11 +1,10 @@
 """Preview and test send: render one campaign for one contact exactly as prepare would."""
 from email.utils import formatdate
 
-from ..config import Config
 from ..db import fetchall, fetchone, q
 from ..mime import Attachment, Skeleton
 from ..render import RenderError, compile_campaign, contact_context
-from ..smtp import SmtpConnection, SmtpServer
+from ..smtp import configured_servers, send_once
 from ..tokens import unsubscribe_url
 from . import merge
 
@@ -42,8 +41,6 @@ def test_send(campaign: dict, to: str, row: dict) -> str:
     message = skeleton.build_message(
         to_name=row["name"], to_email=to, subject="[TEST] " + rendered.subject, html=rendered.html,
         text=rendered.text, message_id=skeleton.message_id("test"), unsubscribe_url=url, date=formatdate())
-    smtp = SmtpConnection(SmtpServer.from_url(Config.SMTP_URL))
-    try:
-        return smtp.send(campaign["from_email"], to, message)
-    finally:
-        smtp.close()
+    # Sent from the request itself, outside the queues: a test send never waits behind bulk
+    # work, and fails over between the configured servers like the workers do.
+    return send_once(configured_servers(), campaign["from_email"], to, message)
