@@ -198,7 +198,7 @@ class Profiler:
         for name, pid in targets.items():
             out = outdir / f"profile-{name}.txt"
             self.procs[name] = (out, subprocess.Popen(
-                [str(spy), "record", "--pid", str(pid), "--rate", "200", "--nonblocking", "--format", "raw",
+                [str(spy), "record", "--pid", str(pid), "--rate", "200", "--nonblocking", "--gil", "--format", "raw",
                  "--output", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
 
     def stop(self) -> dict[str, Path]:
@@ -338,7 +338,7 @@ class Run:
 
             threading.Thread(target=watch_first, daemon=True).start()
             timeout = max(120.0, recipients / 200)
-            ui = UiLoad(web, ["/", f"/campaigns/{cid}"], a.ui_rate, timeout) if measure_ui else None
+            ui = UiLoad(web, ["/", f"/campaigns/{cid}"], a.ui_rate, timeout) if measure_ui and a.ui_rate else None
             spy = Profiler(self.logdir, {**{f"worker{i}": k for i, k in enumerate(kids)},
                                          **{f"web{i}": k for i, k in enumerate(descendants(self.web_proc.pid))}}
                            ) if profile else None
@@ -473,7 +473,8 @@ def parse(argv):
     p.add_argument("--threads", type=int, default=int(os.environ.get("WORKER_THREADS") or 8))
     p.add_argument("--prepare-batch", type=int, default=int(os.environ.get("PREPARE_BATCH") or 0),
                    help="PREPARE_BATCH for the workers (default: the app's)")
-    p.add_argument("--ui-rate", type=float, default=20.0, help="UI requests per second during the send (20)")
+    p.add_argument("--ui-rate", type=float, default=20.0,
+                   help="UI requests per second during the send (20; 0 measures the send without UI load)")
     p.add_argument("--profile", action="store_true",
                    help="sample the workers and gunicorn with py-spy during the measured send")
     return p.parse_args(argv)
@@ -526,7 +527,8 @@ def main(argv) -> int:
 
     flat_peak = max(details["flat"]["worker_peak_rss_mb"].values()) if args.flat else None
     main_peak = max(main_r["worker_peak_rss_mb"].values())
-    ui = main_r["ui"]
+    ui = main_r.get("ui") or {"requests": 0, "p50_ms": float("nan"), "p95_ms": float("nan"), "error_count": 0,
+                              "skipped_saturated": 0}
     sent = main_r["sent"]
     cpu = {g: s * 1000 / sent for g, s in main_r["cpu_s"].items()}
     figures = {

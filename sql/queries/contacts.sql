@@ -175,9 +175,10 @@ SELECT id FROM lists WHERE name = %(name)s;
 UPDATE contacts SET status = 'unsubscribed', updated_at = now()
  WHERE id = %(id)s AND status = 'subscribed' RETURNING email;
 
+-- Sizes from the deltas the list_members triggers keep (migration 008), not a count per view.
 -- name: list_all
 SELECT l.id, l.name, l.description, l.created_at,
-       (SELECT count(*) FROM list_members m WHERE m.list_id = l.id) AS members
+       coalesce((SELECT sum(n.delta) FROM list_member_counts n WHERE n.list_id = l.id), 0)::bigint AS members
   FROM lists l ORDER BY l.name;
 
 -- name: list_get
