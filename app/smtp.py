@@ -328,11 +328,6 @@ class SmtpPool:
             events, self._events = self._events, []
         return events
 
-    def close_idle(self) -> None:
-        for state in self.states:
-            while state.idle:
-                state.idle.pop().close()
-
 
 class Sender:
     """A thread's handle on the pool for one batch: holds at most one connection slot,
@@ -342,10 +337,6 @@ class Sender:
         self.pool = pool
         self.state: _ServerState | None = None
         self.conn: SmtpConnection | None = None
-
-    @property
-    def server(self) -> SmtpServer | None:
-        return self.state.server if self.state else None
 
     def send(self, mail_from: str, rcpt: str, message: bytes) -> str:
         state = self.pool.pick()

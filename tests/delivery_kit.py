@@ -98,12 +98,3 @@ def purge(queue: str) -> None:
     """The console's "Purge Messages" button, through the same management HTTP API."""
     vhost = quote(vhost_of(os.environ["AMQP_URL"]), safe="")
     management("DELETE", f"/queues/{vhost}/{quote(queue, safe='')}/contents")
-
-
-def queue_ready(queue: str) -> int:
-    """Ready messages right now (a passive declare, not the API's lagging statistics)."""
-    connection = pika.BlockingConnection(pika.URLParameters(os.environ["AMQP_URL"]))
-    try:
-        return connection.channel().queue_declare(queue, passive=True).method.message_count
-    finally:
-        connection.close()
