@@ -139,7 +139,7 @@ def test_hostile_values_through_every_text_field_and_operator(world, db):
                 keys.append(key)
             with conn.transaction(force_rollback=True):
                 conn.execute(sql.SQL(";\n").join(
-                    sql.SQL(q.segment_function_create).format(name=sql.Identifier(fn), **rules.to_sql(tree))
+                    sql.SQL(q.segment_function_create).format(name=sql.Identifier(fn), where=rules.where(tree))
                     for _, fn, tree in made))
                 runs = sql.SQL(" UNION ALL ").join(
                     sql.SQL("SELECT {}::int AS i, contact_id FROM segment_eval({}::regprocedure)").format(

@@ -260,34 +260,15 @@ def count_conditions(tree: dict) -> int:
 _TRUE, _FALSE = sql.SQL("true"), sql.SQL("false")
 
 
-def to_sql(tree: dict) -> dict:
-    """The SQL of a normalised tree over `public.contacts c`, as the two parts the statement
-    templates of sql/queries/segment.sql take: `lateral` (joined after `contacts c`) and
-    `where` (the boolean condition).
-
-    Typed attributes (number, date, boolean) are read from the JSON once per contact, in a
-    LATERAL subquery `a` that OFFSET 0 keeps from being flattened: the typed read checks its
-    text several times, and re-extracting it from the JSON for each check would cost more
-    than the rest of the segment.
-    """
-    reads: dict[str, str] = {}
-    condition = _where(tree, reads)
-    lateral = sql.SQL("")
-    if reads:
-        columns = sql.SQL(", ").join(
-            sql.SQL("c.attributes ->> {} AS {}").format(sql.Literal(key), sql.Identifier(alias))
-            for key, alias in reads.items())
-        lateral = sql.SQL(" CROSS JOIN LATERAL (SELECT {} OFFSET 0) a").format(columns)
-    return {"lateral": lateral, "where": condition}
-
-
-def _where(tree: dict, reads: dict) -> sql.Composable:
+def where(tree: dict) -> sql.Composable:
+    """The boolean SQL expression of a normalised tree over `public.contacts c`: what the
+    {where} of the statement templates in sql/queries/segment.sql takes."""
     if tree["type"] == "condition":
-        return _condition_sql(tree, reads)
+        return _condition_sql(tree)
     if not tree["children"]:
         return _TRUE if tree["op"] == "and" else _FALSE
     joiner = sql.SQL(" AND ") if tree["op"] == "and" else sql.SQL(" OR ")
-    return sql.SQL("({})").format(joiner.join(_where(c, reads) for c in tree["children"]))
+    return sql.SQL("({})").format(joiner.join(where(c) for c in tree["children"]))
 
 
 def _like(value: str, prefix: str, suffix: str) -> sql.Literal:
@@ -352,8 +333,9 @@ def _compare(expr: sql.Composable, op: str, value) -> sql.Composed:
     raise RuleError(f"no comparison {op}")
 
 
-def _attribute(cond: dict, reads: dict) -> sql.Composed:
+def _attribute(cond: dict) -> sql.Composed:
     key = sql.Literal(cond["key"])
+    raw = sql.SQL("(c.attributes ->> {})").format(key)
     op, value, kind = cond["op"], cond.get("value"), cond["attr_type"]
     if op == "is_set":
         return sql.SQL("coalesce(c.attributes ->> {}, '') <> ''").format(key)
@@ -366,19 +348,18 @@ def _attribute(cond: dict, reads: dict) -> sql.Composed:
                 sql.Literal(json.dumps({cond["key"]: value}, ensure_ascii=False)))
         if op == "in":
             return sql.SQL("({})").format(sql.SQL(" OR ").join(
-                _attribute({**cond, "op": "equals", "value": v}, reads) for v in value))
-        return _text(sql.SQL("(c.attributes ->> {})").format(key), op, value)
-    raw = sql.SQL("(a.{})").format(sql.Identifier(reads.setdefault(cond["key"], f"a{len(reads) + 1}")))
+                _attribute({**cond, "op": "equals", "value": v}) for v in value))
+        return _text(raw, op, value)
     if kind == "boolean":
         return sql.SQL("public.segment_bool{} IS {}").format(raw, _TRUE if op == "is_true" else _FALSE)
     typed = sql.SQL("public.segment_number{}" if kind == "number" else "public.segment_date{}").format(raw)
     return _compare(typed, op, value)
 
 
-def _condition_sql(cond: dict, reads: dict) -> sql.Composed:
+def _condition_sql(cond: dict) -> sql.Composed:
     field, op, value = cond["field"], cond["op"], cond.get("value")
     if field == "attribute":
-        return _attribute(cond, reads)
+        return _attribute(cond)
     if field in ("email", "name"):
         return _text(sql.SQL("c.{}").format(sql.Identifier(field)), op, value)
     if field == "status":
@@ -393,7 +374,7 @@ def _condition_sql(cond: dict, reads: dict) -> sql.Composed:
     if op == "contains":
         return sql.SQL("c.tags @> ARRAY[{}]::text[]").format(sql.Literal(value))
     if op == "not_contains":
-        return _not(_condition_sql({**cond, "op": "contains"}, reads))
+        return _not(_condition_sql({**cond, "op": "contains"}))
     if op == "in":
         return sql.SQL("c.tags && ARRAY[{}]::text[]").format(sql.SQL(", ").join(sql.Literal(v) for v in value))
     if op == "is_set":

@@ -65,7 +65,7 @@ def _normalise(raw) -> dict:
 def estimate(raw) -> dict:
     """The planner's row estimate: instant at any size, shown while the exact count runs."""
     tree = _normalise(raw)
-    query = sql.SQL(q.segment_preview_estimate).format(**rules.to_sql(tree))
+    query = sql.SQL(q.segment_preview_estimate).format(where=rules.where(tree))
     with pool().connection() as conn:
         try:
             with procedure.read_only(conn):
@@ -77,12 +77,12 @@ def estimate(raw) -> dict:
 
 def preview(raw) -> dict:
     """Exact count and the first 20 matches, read-only under the statement timeout."""
-    parts = rules.to_sql(_normalise(raw))
+    where = rules.where(_normalise(raw))
     with pool().connection() as conn:
         try:
             with procedure.read_only(conn):
-                counts = conn.execute(sql.SQL(q.segment_preview_count).format(**parts)).fetchone()
-                sample = conn.execute(sql.SQL(q.segment_preview_sample).format(**parts)).fetchall()
+                counts = conn.execute(sql.SQL(q.segment_preview_count).format(where=where)).fetchone()
+                sample = conn.execute(sql.SQL(q.segment_preview_sample).format(where=where)).fetchall()
         except psycopg.Error as exc:
             raise SegmentError(procedure.explain(exc)) from None
     return {"matched": counts["matched"], "subscribed": counts["subscribed"], "sample": sample}
@@ -135,7 +135,7 @@ def _save(conn, proc: dict, tree: dict) -> dict:
     version = conn.execute(q.segment_next_version, {"procedure_id": proc["id"], "slug": proc["slug"]}).fetchone()["version"]
     fn_name = f"segment_{proc['slug']}_v{version}"
     try:
-        conn.execute(sql.SQL(q.segment_function_create).format(name=sql.Identifier(fn_name), **rules.to_sql(tree)))
+        conn.execute(sql.SQL(q.segment_function_create).format(name=sql.Identifier(fn_name), where=rules.where(tree)))
     except psycopg.errors.DuplicateFunction:
         conn.rollback()
         raise SegmentError(f"{fn_name} was created in the database meanwhile: save again") from None

@@ -1,6 +1,6 @@
 -- Segments and merge procedures: versions, validation, evaluation, static lists.
--- Statements with {lateral} / {where} / {name} are psycopg.sql templates: the rule builder
--- fills them with SQL composed from whitelisted parts and quoted literals (rules.to_sql).
+-- Statements with {where} / {name} are psycopg.sql templates: the rule builder fills them
+-- with SQL composed from whitelisted parts and quoted literals (app/services/rules.py).
 
 -- The evaluation guard: read-only, a statement timeout, and the reader role, all LOCAL so
 -- they end with the (sub)transaction.
@@ -151,18 +151,18 @@ SELECT greatest(
 CREATE FUNCTION segments.{name}() RETURNS TABLE (contact_id bigint)
 LANGUAGE sql STABLE PARALLEL SAFE
 BEGIN ATOMIC
-    SELECT c.id FROM public.contacts c{lateral} WHERE {where};
+    SELECT c.id FROM public.contacts c WHERE {where};
 END;
 
 -- name: segment_preview_estimate
-EXPLAIN (FORMAT JSON) SELECT c.id FROM public.contacts c{lateral} WHERE {where};
+EXPLAIN (FORMAT JSON) SELECT c.id FROM public.contacts c WHERE {where};
 
 -- name: segment_preview_count
 SELECT count(*) AS matched, count(*) FILTER (WHERE c.status = 'subscribed') AS subscribed
-  FROM public.contacts c{lateral} WHERE {where};
+  FROM public.contacts c WHERE {where};
 
 -- name: segment_preview_sample
-SELECT c.id, c.email, c.name, c.status FROM public.contacts c{lateral} WHERE {where} ORDER BY c.id LIMIT 20;
+SELECT c.id, c.email, c.name, c.status FROM public.contacts c WHERE {where} ORDER BY c.id LIMIT 20;
 
 -- Attribute keys of the newest contacts, with how many values read as each type.
 -- name: segment_attribute_keys
