@@ -109,7 +109,8 @@ def record(queue_name: str, body: bytes, headers: dict) -> bool:
         if new:
             journal.append(conn, [Event("deadletter.received", d["campaign_id"], d["delivery_id"], d["email"],
                                         source="broker", key=f"dlq.{d['key']}",
-                                        detail={"queue": queue_name, "reason": d["reason"], "dead_letter": new[0]["id"]})])
+                                        detail={"queue": queue_name, "reason": d["reason"],
+                                                "dead_letter": new[0]["id"]})])
     return bool(new)
 
 

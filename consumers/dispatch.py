@@ -178,7 +178,10 @@ def _dead_message(campaign_id: int, outcome: Outcome) -> dramatiq.Message:
         dead_key=outcome.key).copy(queue_name="dispatch.XQ")
 
 
-def _attempt(sender, campaign: dict, skeleton, e: dict, attempt: int, round_attempt: int, date: str) -> Outcome:
+def _attempt(sender, campaign: dict, skeleton, e: dict, attempt: int, round_attempt: int, date: str,
+             waits: dict) -> Outcome:
+    """One email. `waits` holds this batch's retry delays, one per attempt number, so the
+    retries of a batch travel together in one delayed message instead of one message each."""
     message_id = skeleton.message_id(e["d"])
     try:
         message = skeleton.build_message(to_name=e["n"], to_email=e["to"], subject=e["s"], html=e["h"],
@@ -189,13 +192,14 @@ def _attempt(sender, campaign: dict, skeleton, e: dict, attempt: int, round_atte
         reply = sender.send(campaign["from_email"], e["to"], message)
     except SendOutcome as o:
         if o.deferred:
-            wait = int(o.retry_after * 1000) + random.randint(0, 1000)
+            wait = waits.setdefault("deferred", int(o.retry_after * 1000) + random.randint(0, 1000))
             return Outcome(e, attempt, "retry", o.reply, wait_ms=wait, not_tried=True)
         if o.permanent:
             return Outcome(e, attempt, "failed", o.reply, suppress=is_unknown_user(o))
         if round_attempt >= campaign["max_attempts"]:
             return Outcome(e, attempt, "dead", o.reply)
-        return Outcome(e, attempt, "retry", o.reply, wait_ms=retry_delay_ms(round_attempt))
+        wait = waits.setdefault(round_attempt, retry_delay_ms(round_attempt))
+        return Outcome(e, attempt, "retry", o.reply, wait_ms=wait)
     return Outcome(e, attempt, "sent", reply, message_id)
 
 
@@ -236,6 +240,7 @@ def send_batch(campaign_id: int, emails: list[dict], actor) -> None:
     size = max(1, Config.DISPATCH_CLAIM_CHUNK)
     outcomes: list[Outcome] = []
     untried: list[dict] = []  # claimed by this batch, not attempted yet
+    waits: dict = {}
     try:
         for start in range(0, len(emails), size):
             if not _running(campaign_id) or batch.stopped:
@@ -246,7 +251,7 @@ def send_batch(campaign_id: int, emails: list[dict], actor) -> None:
             _publish_after_commit(campaign_id, done, actor)
             while untried and _running(campaign_id):
                 e = untried.pop(0)
-                outcomes.append(_attempt(sender, campaign, skeleton, e, *claimed[e["d"]], date))
+                outcomes.append(_attempt(sender, campaign, skeleton, e, *claimed[e["d"]], date, waits))
             if untried:
                 break  # paused mid-chunk: hand the rest back untouched
     except BaseException:

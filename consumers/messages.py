@@ -61,7 +61,8 @@ def problem(actor, args, kwargs) -> str | None:
     hints = typing.get_type_hints(actor.fn)
     for name, value in bound.arguments.items():
         if name in hints and not _fits(value, hints[name]):
-            return f"bad arguments for {actor.actor_name}: {name} is not a valid {getattr(hints[name], '__name__', hints[name])}"
+            expected = getattr(hints[name], "__name__", hints[name])
+            return f"bad arguments for {actor.actor_name}: {name} is not a valid {expected}"
     return None
 
 

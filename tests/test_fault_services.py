@@ -58,6 +58,7 @@ def test_postgresql_restarted_mid_campaign(db, smtp, workers, services):
     with psycopg.connect(os.environ["DATABASE_URL"], autocommit=True, row_factory=dict_row) as fresh:
         wait_status(fresh, cid, "completed", timeout=240)
         assert assert_nothing_lost_nothing_doubled(fresh, smtp, cid) == {"sent": 1500}
-        unknown = fresh.execute("SELECT count(*) AS n FROM journal WHERE campaign_id = %s AND kind = 'delivery.unknown'",
-                                 (cid,)).fetchone()["n"]
+        unknown = fresh.execute(
+            "SELECT count(*) AS n FROM journal WHERE campaign_id = %s AND kind = 'delivery.unknown'",
+            (cid,)).fetchone()["n"]
         assert unknown == 0  # live workers' claims were never taken for dead ones
