@@ -192,6 +192,10 @@ def test_one_contacts_data_as_json_and_erasure(client, db, tag):
     db.execute("INSERT INTO journal (campaign_id, delivery_id, email, kind, detail) VALUES "
                "(%s, %s, %s, 'delivery.sent', %s), (%s, NULL, %s, 'contact.unsubscribed', '{}')",
                (camp, dids[0], email, json.dumps({"reply": f"250 accepted <{email.upper()}>"}), camp, email))
+    running = db.execute("INSERT INTO campaigns (name, from_email, subject, status) VALUES ('erase-running', "
+                         "'a@example.org', 's', 'running') RETURNING id").fetchone()["id"]
+    waiting = db.execute("INSERT INTO deliveries (campaign_id, contact_id, email) VALUES (%s, %s, %s) RETURNING id",
+                         (running, cid, email)).fetchone()["id"]
     db.execute("INSERT INTO suppressions (email, reason) VALUES (%s, 'complaint')", (email,))
     counts_before = db.execute("SELECT status, sum(delta) AS n FROM delivery_counts WHERE campaign_id = %s "
                                "GROUP BY 1 ORDER BY 1", (camp,)).fetchall()
@@ -201,7 +205,7 @@ def test_one_contacts_data_as_json_and_erasure(client, db, tag):
     data = json.loads(r.get_data(as_text=True))
     assert data["contact"]["email"] == email and data["contact"]["attributes"] == {"city": "Lima", "n": 1}
     assert [x["name"] for x in data["lists"]] == [tag]
-    assert [d["status"] for d in data["deliveries"]] == ["sent"]
+    assert [d["status"] for d in data["deliveries"]] == ["sent", "queued"]
     assert {j["kind"] for j in data["journal"]} == {"delivery.sent", "contact.unsubscribed"}
     assert data["suppression"]["reason"] == "complaint"
 
@@ -220,7 +224,14 @@ def test_one_contacts_data_as_json_and_erasure(client, db, tag):
     assert f"{tag}-1@" not in everything
     assert db.execute("SELECT count(*) AS n FROM suppressions WHERE email = %s", (gone["email"],)).fetchone()["n"] == 1
     erased = db.execute("SELECT * FROM journal WHERE kind = 'contact.erased' ORDER BY id DESC LIMIT 1").fetchone()
-    assert erased["email"] == gone["email"] and erased["detail"]["deliveries"] == 1 and erased["detail"]["journal"] == 2
+    assert erased["email"] == gone["email"] and erased["detail"]["deliveries"] == 2 and erased["detail"]["journal"] == 2
+    # The email still waiting in a running campaign fails instead of going to the hash.
+    left = db.execute("SELECT status, last_error, email FROM deliveries WHERE id = %s", (waiting,)).fetchone()
+    assert left == {"status": "failed", "last_error": "the contact was erased (data-protection request)",
+                    "email": gone["email"]}
+    assert db.execute("SELECT email FROM journal WHERE kind = 'delivery.failed' AND delivery_id = %s",
+                      (waiting,)).fetchone()["email"] == gone["email"]
+    assert db.execute("SELECT status FROM campaigns WHERE id = %s", (running,)).fetchone()["status"] == "completed"
     assert db.execute("SELECT status, sum(delta) AS n FROM delivery_counts WHERE campaign_id = %s GROUP BY 1 ORDER BY 1",
                       (camp,)).fetchall() == counts_before
     # The journal is still append-only outside an erasure.

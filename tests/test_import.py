@@ -441,3 +441,35 @@ def test_existing_contacts_follow_the_chosen_policy_and_stay_unsubscribed(client
     assert after["pol-a@example.com"] == ("A", "subscribed", {"city": "Rome"}, ["new", "old"])
     assert after["pol-b@example.com"][1] == "subscribed" and after["pol-c@example.com"][1] == "subscribed"
     assert after["pol-d@example.com"] == ("Dee Again", "subscribed", {"city": "Oslo"}, ["z"])
+
+
+def test_an_import_queued_twice_runs_once(client, db, workers):
+    """Ops may purge the queue or the manager press "Queue it again": a second message for the
+    same import finds it running (locked) or done, and does nothing."""
+    import requests
+
+    from app.broker_setup import _api, vhost_of
+    from app.config import Config
+
+    workers.stop()
+    import_id = uploaded(client, b"email,name\ntwice1@example.com,One\ntwice2@example.com,Two\n")
+    start(client, import_id, [("email", "", "text"), ("name", "", "text")])
+    page = client.get(f"/contacts/import/{import_id}").get_data(as_text=True)
+    assert "Waiting for a worker" in page and "Queue it again" in page
+    r = client.post(f"/contacts/import/{import_id}/requeue", follow_redirects=True)
+    assert "Queued again." in alerts(r)
+    workers.start_more()
+    report = finished(db, import_id)
+    assert (report["status"], report["inserted"], report["attempts"]) == ("done", 2, 1)
+    base, auth = _api(Config.RABBITMQ_API)
+    url = f"{base}/queues/{requests.utils.quote(vhost_of(Config.AMQP_URL), safe='')}/imports"
+
+    def drained():
+        q = requests.get(url, auth=auth, timeout=5).json()
+        return q.get("messages", 1) == 0 and q.get("messages_unacknowledged", 1) == 0
+
+    wait_for(drained, 30, message="the imports queue to drain")
+    assert count(db, "journal WHERE kind = 'import.completed' AND detail->>'import_id' = %s", str(import_id)) == 1
+    assert db.execute("SELECT attempts FROM imports WHERE id = %s", (import_id,)).fetchone()["attempts"] == 1
+    r = client.post(f"/contacts/import/{import_id}/requeue", follow_redirects=True)
+    assert "Queued again." not in alerts(r)  # a finished import is not queued again

@@ -205,24 +205,38 @@ def erased_address(email: str) -> str:
 def erase(contact_id: int) -> dict | None:
     """Erase a contact for a data-protection request: the contact goes, and its address becomes
     a one-way hash in the outbox, the journal and the suppression list, so every count stays
-    right. One transaction. Returns what was rewritten, or None if there is no such contact."""
+    right. Deliveries still waiting to go out fail instead of going to the hash. One
+    transaction. Returns what was rewritten, or None if there is no such contact."""
+    from .campaign import complete_if_done
+
     with pool().connection() as conn:
         contact = conn.execute(q.contact_get, {"id": contact_id}).fetchone()
         if contact is None:
             return None
         email, stand_in = contact["email"], erased_address(contact["email"])
         conn.execute("SET LOCAL mailer.erasure = 'on'")
-        delivery_ids = [d["id"] for d in conn.execute(q.contact_deliveries_of, {"id": contact_id})]
-        params = {"id": contact_id, "email": email, "hash": stand_in, "delivery_ids": delivery_ids,
+        deliveries = conn.execute(q.contact_deliveries_of, {"id": contact_id}).fetchall()
+        waiting = [d for d in deliveries if d["status"] in ("queued", "retry")]
+        if waiting:
+            conn.execute(q.delivery_fail_open, {"ids": [d["id"] for d in waiting], "errors": [ERASED] * len(waiting)})
+        params = {"id": contact_id, "email": email, "hash": stand_in, "delivery_ids": [d["id"] for d in deliveries],
                   "pattern": re.escape(email)}
         done = {
             "deliveries": conn.execute(q.contact_erase_deliveries, params).rowcount,
             "journal": conn.execute(q.contact_erase_journal, params).rowcount,
+            "failed": len(waiting),
         }
         conn.execute(q.contact_erase_suppression, params)
         conn.execute(q.contact_erase_captured, params)
         conn.execute(q.contact_erase_rejects, params)
         conn.execute(q.contact_delete, params)
-        journal.append(conn, [Event("contact.erased", email=stand_in, source="ui",
-                                    detail={"contact_id": contact_id, **done})])
+        journal.append(conn, [Event("delivery.failed", d["campaign_id"], d["id"], stand_in, source="ui",
+                                    detail={"error": ERASED, "stage": "erasure"}, key=f"d{d['id']}.erased")
+                              for d in waiting] +
+                       [Event("contact.erased", email=stand_in, source="ui", detail={"contact_id": contact_id, **done})])
+        for campaign_id in {d["campaign_id"] for d in waiting}:
+            complete_if_done(conn, campaign_id)
     return {"hash": stand_in, **done}
+
+
+ERASED = "the contact was erased (data-protection request)"

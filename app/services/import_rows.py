@@ -31,10 +31,9 @@ _DATE = re.compile(r"\d{4}-\d{2}-\d{2}(?:[ T]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?\
 _BOOLS = {"true": "true", "yes": "true", "y": "true", "1": "true", "t": "true", "on": "true", "x": "true",
           "false": "false", "no": "false", "n": "false", "0": "false", "f": "false", "off": "false"}
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_COPY_SPECIAL = re.compile(r"[\\\n\r]")
+_COPY_SPECIAL_OR_NUL = re.compile(r"[\\\t\n\r\x00]")
 _SURROGATE = re.compile("[\ud800-\udfff]")  # undecodable bytes (see sheets.py): not storable text
 NULL = "\\N"
-NO_REJECT = "\t\\N\t\\N\n"  # reason and cells of a good row
 TAG_JOIN = "\x1f"  # the staging table's tags are split on this (a control character, so never in a tag)
 
 
@@ -104,98 +103,111 @@ def reject_line(line: int, reason: str, cells: list) -> str:
             f"{_copy_escape(json.dumps(kept, ensure_ascii=False))}\n")
 
 
+class _Refused(Exception):
+    """A cell the row cannot be imported with (raised only for refused rows, so rarely)."""
+
+
+def _converters(columns: list) -> list:
+    """(column, JSON key prefix, cell -> JSON value) for each attribute column."""
+
+    def number(key):
+        def convert(value):
+            if value.isdigit() and value.isascii() and (value[0] != "0" or len(value) == 1) and len(value) < 16:
+                return value
+            if _NUMBER.match(value):
+                return str(Decimal(value))
+            hint = " (use a dot for decimals)" if re.fullmatch(r"[+-]?\d+,\d+", value) else ""
+            raise _Refused(f"{key}: {value[:40]!r} is not a number{hint}")
+        return convert
+
+    def day(key):
+        def convert(value):
+            if _DATE.match(value):
+                try:
+                    date.fromisoformat(value[:10])
+                    return '"' + value[:10] + '"'
+                except ValueError:
+                    pass
+            raise _Refused(f"{key}: {value[:40]!r} is not a date (YYYY-MM-DD)")
+        return convert
+
+    def boolean(key):
+        def convert(value):
+            flag = _BOOLS.get(value.lower())
+            if flag is None:
+                raise _Refused(f"{key}: {value[:40]!r} is not a yes/no value")
+            return flag
+        return convert
+
+    kinds = {"text": lambda key: encode_basestring, "number": number, "date": day, "boolean": boolean}
+    return [(i, encode_basestring(c["key"]) + ":", kinds[c.get("type", "text")](c["key"]))
+            for i, c in enumerate(columns) if c["role"] == "attribute"]
+
+
 def row_checker(mapping: Mapping, width: int, has_header: bool):
     """check(line, cells, problem) -> (COPY line, rejected?), specialised for one mapping."""
     email_at, name_at = mapping.at("email"), mapping.at("name")
     status_at, tags_at = mapping.at("status"), mapping.at("tags")
     separator = mapping.tag_separator
-    attrs = [(i, c["key"], encode_basestring(c["key"]) + ":", c.get("type", "text"))
-             for i, c in enumerate(mapping.columns) if c["role"] == "attribute"]
+    attrs = _converters(mapping.columns)
     width_word = "the header has" if has_header else "the first row has"
 
-    def attribute(key, kind, value):
-        """(JSON text, None) or (None, reason)."""
-        if kind == "number":
-            if value.isascii() and value.isdigit() and (value[0] != "0" or len(value) == 1) and len(value) < 16:
-                return value, None
-            if _NUMBER.match(value):
-                return str(Decimal(value)), None
-            hint = " (use a dot for decimals)" if re.fullmatch(r"[+-]?\d+,\d+", value) else ""
-            return None, f"{key}: {value[:40]!r} is not a number{hint}"
-        if kind == "date":
-            if _DATE.match(value):
-                try:
-                    return '"' + date.fromisoformat(value[:10]).isoformat() + '"', None
-                except ValueError:
-                    pass
-            return None, f"{key}: {value[:40]!r} is not a date (YYYY-MM-DD)"
-        flag = _BOOLS.get(value.lower())
-        if flag is None:
-            return None, f"{key}: {value[:40]!r} is not a yes/no value"
-        return flag, None
+    def refuse(line, reason, cells):
+        return reject_line(line, reason, cells), True
 
     def check(line: int, cells: list, problem: str | None):
         if problem:
-            return reject_line(line, problem, cells), True
-        n = len(cells)
-        if n != width:
-            if n > width and not any(cells[width:]):
+            return refuse(line, problem, cells)
+        if len(cells) != width:
+            if len(cells) > width and not any(cells[width:]):
                 cells = cells[:width]
             else:
-                return reject_line(line, f"{n} columns where {width_word} {width}", cells), True
+                return refuse(line, f"{len(cells)} columns where {width_word} {width}", cells)
         if max(map(len, cells)) > MAX_FIELD:
-            return reject_line(line, f"a field is longer than {MAX_FIELD} characters", cells), True
+            return refuse(line, f"a field is longer than {MAX_FIELD} characters", cells)
         raw = cells[email_at].strip()
         if not raw:
-            return reject_line(line, "the email address is missing", cells), True
+            return refuse(line, "the email address is missing", cells)
         if len(raw) > MAX_EMAIL:
-            return reject_line(line, f"the email address is longer than {MAX_EMAIL} characters", cells), True
+            return refuse(line, f"the email address is longer than {MAX_EMAIL} characters", cells)
         try:
             email = normalise(raw)
         except InvalidAddress as exc:
-            return reject_line(line, f"not a valid email address: {exc}", cells), True
+            return refuse(line, f"not a valid email address: {exc}", cells)
         name = status = tags = None
         if name_at is not None:
             name = cells[name_at].strip()
             if len(name) > MAX_NAME:
-                return reject_line(line, f"the name is longer than {MAX_NAME} characters", cells), True
+                return refuse(line, f"the name is longer than {MAX_NAME} characters", cells)
         if status_at is not None:
             value = cells[status_at].strip().lower()
             if value:
                 if value not in STATUSES:
-                    return reject_line(line, f"the status must be subscribed, unsubscribed or bounced, "
-                                             f"not {value[:40]!r}", cells), True
+                    return refuse(line, f"the status must be subscribed, unsubscribed or bounced, not {value[:40]!r}",
+                                  cells)
                 status = value
         if tags_at is not None:
-            seen = {}
-            for tag in cells[tags_at].split(separator):
-                tag = tag.strip()
-                if tag:
-                    if len(tag) > MAX_TAG or _CONTROL.search(tag):
-                        return reject_line(line, f"a tag is longer than {MAX_TAG} characters or holds a "
-                                                 "control character", cells), True
-                    seen[tag] = None
-            if len(seen) > MAX_TAGS:
-                return reject_line(line, f"more than {MAX_TAGS} tags", cells), True
-            tags = TAG_JOIN.join(seen)
-        parts = []
-        for i, key, key_json, kind in attrs:
-            value = cells[i].strip()
-            if value:
-                if kind == "text":
-                    parts.append(key_json + encode_basestring(value))
-                else:
-                    text, reason = attribute(key, kind, value)
-                    if reason:
-                        return reject_line(line, reason, cells), True
-                    parts.append(key_json + text)
-        fields = (str(line), email, name, status, tags, "{" + ",".join(parts) + "}")
-        body = "\t".join([NULL if v is None else v for v in fields])
-        if "\x00" in body:
-            return reject_line(line, "a field contains a NUL character", cells), True
-        if body.count("\t") != 5 or _COPY_SPECIAL.search(body):
-            body = "\t".join([NULL if v is None else _copy_escape(v) for v in fields])
-        return body + NO_REJECT, False
+            cell = cells[tags_at]
+            if _CONTROL.search(cell):
+                return refuse(line, "a tag holds a control character", cells)
+            found = cell.split(separator)
+            if " " in cell or "" in found or len(set(found)) != len(found):  # else already clean
+                found = list(dict.fromkeys(t for t in (t.strip() for t in found) if t))
+            if len(found) > MAX_TAGS or (len(cell) > MAX_TAG and max(map(len, found), default=0) > MAX_TAG):
+                return refuse(line, f"more than {MAX_TAGS} tags, or a tag longer than {MAX_TAG} characters", cells)
+            tags = TAG_JOIN.join(found)
+        try:
+            attributes = "{" + ",".join([key + convert(value) for i, key, convert in attrs
+                                         if (value := cells[i].strip())]) + "}"
+        except _Refused as exc:
+            return refuse(line, str(exc), cells)
+        # Only the name, the tags and the attributes' JSON can hold what COPY text must escape.
+        if _COPY_SPECIAL_OR_NUL.search(f"{name}{tags}{attributes}"):
+            if "\x00" in f"{name}{tags}{attributes}":
+                return refuse(line, "a field contains a NUL character", cells)
+            name, tags, attributes = (None if v is None else _copy_escape(v) for v in (name, tags, attributes))
+        return (f"{line}\t{email}\t{NULL if name is None else name}\t{status or NULL}\t"
+                f"{NULL if tags is None else tags}\t{attributes}\t\\N\t\\N\n"), False
 
     return check
 

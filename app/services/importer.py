@@ -189,6 +189,7 @@ def execute(conn, import_id: int, mapping: Mapping, has_header: bool, rows, prog
     conn.execute(q.import_new_create)
     check = row_checker(mapping, len(mapping.columns), has_header)
     total = rejected = 0
+    started = time.perf_counter()
     with conn.cursor() as cur, cur.copy(q.import_staging_copy) as copy:
         batch = []
         for line, cells, problem in rows:
@@ -208,6 +209,7 @@ def execute(conn, import_id: int, mapping: Mapping, has_header: bool, rows, prog
         raise FileRefused("the file has a header row but no contacts under it" if has_header else "the file is empty")
     if progress:
         progress.merging(total)
+    log.info("import %s: %s rows read and staged in %.2f s", import_id, total, time.perf_counter() - started)
     counts = merge(conn, import_id, mapping, total, rejected)
     conn.execute(q.import_finish, {"id": import_id, **counts})
     conn.execute(q.import_drop_file, {"id": import_id})
@@ -218,24 +220,43 @@ def execute(conn, import_id: int, mapping: Mapping, has_header: bool, rows, prog
 
 def merge(conn, import_id: int, mapping: Mapping, total: int, rejected: int) -> dict:
     valid = total - rejected
+    step = _Steps(import_id)
     if rejected:
-        conn.execute(q.import_keep_rejects, {"import_id": import_id})
-    addresses = conn.execute(q.import_firsts).rowcount
-    inserted = conn.execute(q.import_insert_new).rowcount
-    conn.execute(q.import_pending_all_new if inserted == addresses else q.import_pending)
+        step("rejects", conn.execute, q.import_keep_rejects, {"import_id": import_id})
+    addresses = step("firsts", conn.execute, q.import_firsts).rowcount
+    inserted = step("insert", conn.execute, q.import_insert_new).rowcount
+    step("pending", conn.execute, q.import_pending_all_new if inserted == addresses else q.import_pending)
     later = valid - inserted  # rows that met a contact which existed by then
     if later and mapping.on_existing != "skip":
-        conn.execute(q.import_apply, {"overwrite": mapping.on_existing == "overwrite",
-                                      "tags_mapped": mapping.at("tags") is not None,
-                                      "resubscribe": mapping.resubscribe})
+        step("apply", conn.execute, q.import_apply, {"overwrite": mapping.on_existing == "overwrite",
+                                                     "tags_mapped": mapping.at("tags") is not None,
+                                                     "resubscribe": mapping.resubscribe})
     if mapping.lists:
         missing = [r["x"] for r in conn.execute(q.import_lists_missing, {"lists": mapping.lists})]
         if missing:
             raise ImportFailed("a list chosen for this import was deleted meanwhile: choose the lists again")
-        conn.execute(q.import_join_lists, {"lists": mapping.lists})
+        step("lists", conn.execute, q.import_join_lists, {"lists": mapping.lists})
+    step.done()
     updated = later if mapping.on_existing != "skip" else 0
     return {"rows_read": total, "inserted": inserted, "updated": updated, "skipped": later - updated,
             "rejected": rejected, "duplicates": valid - addresses}
+
+
+class _Steps:
+    """Times the merge's statements for the worker's log: where a slow import spends its time."""
+
+    def __init__(self, import_id: int):
+        self.import_id, self.times = import_id, {}
+
+    def __call__(self, name, fn, *args):
+        t0 = time.perf_counter()
+        try:
+            return fn(*args)
+        finally:
+            self.times[name] = time.perf_counter() - t0
+
+    def done(self):
+        log.info("import %s merged: %s", self.import_id, ", ".join(f"{k} {v:.2f} s" for k, v in self.times.items()))
 
 
 def run(import_id: int) -> dict | None:
@@ -284,6 +305,16 @@ def queue(import_id: int, mapping: Mapping, encoding: str | None, delimiter: str
     if row is None:
         return False
     run_import.send(import_id)
+    return True
+
+
+def requeue(imp: dict) -> bool:
+    """Send a queued or running import's message again (see views.imports.requeue)."""
+    from consumers.importer import run_import
+
+    if imp["status"] not in ("queued", "running"):
+        return False
+    run_import.send(imp["id"])
     return True
 
 

@@ -22,6 +22,8 @@
     const error = document.getElementById("import-error");
     error.hidden = !data.error;
     error.textContent = data.error || "";
+    const requeue = document.getElementById("requeue-form");
+    if (requeue && (data.status === "done" || data.status === "failed")) requeue.hidden = true;
     if (data.status === "done") {
       bar.value = 1;
       phase.textContent = "Done.";

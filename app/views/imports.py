@@ -13,11 +13,13 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from ..contact_forms import ImportMapForm, ImportUploadForm
 from ..db import fetchall, fetchone, pool, q
 from ..errors import size_label
+from ..forms import ActionForm
 from ..services import importer
 from ..services.import_rows import Mapping, MappingError, guess_mapping
 from ..services.sheets import DELIMITERS, ENCODINGS, FileRefused, spreadsheet_safe
 
 bp = Blueprint("imports", __name__)
+BIGINT_MAX = 2**63 - 1
 # A multipart body carries a few headers and the form's small fields besides the file.
 FORM_OVERHEAD = 64 * 1024
 
@@ -48,7 +50,7 @@ def _too_large(exc):
 
 
 def _get(import_id: int) -> dict:
-    row = fetchone(q.import_get, {"id": import_id})
+    row = fetchone(q.import_get, {"id": import_id}) if import_id <= BIGINT_MAX else None
     if row is None:
         abort(404)
     return row
@@ -83,7 +85,7 @@ def _reading_options(imp: dict, source) -> tuple:
 def show(import_id):
     imp = _get(import_id)
     if imp["status"] in ("queued", "running", "done"):
-        return render_template("import_status.html", imp=imp)
+        return render_template("import_status.html", imp=imp, action=ActionForm())
     return _mapping_page(imp, *_reading_options(imp, request.args))
 
 
@@ -144,9 +146,19 @@ def _new_list(name: str) -> int:
     return row["id"]
 
 
+@bp.route("/contacts/import/<int:import_id>/requeue", methods=["POST"])
+def requeue(import_id):
+    """For an import no worker picks up (its message purged from the queue, say): send it
+    again. Safe at any time: a running import holds a lock and a finished one is skipped."""
+    imp = _get(import_id)
+    if ActionForm().validate_on_submit() and importer.requeue(imp):
+        flash("Queued again.", "ok")
+    return redirect(url_for(".show", import_id=import_id))
+
+
 @bp.route("/api/imports/<int:import_id>")
 def progress(import_id):
-    imp = fetchone(q.import_get, {"id": import_id})
+    imp = fetchone(q.import_get, {"id": import_id}) if import_id <= BIGINT_MAX else None
     if imp is None:
         return {"error": "no such import"}, 404
     return {k: imp[k] for k in ("status", "phase", "progress", "rows_read", "inserted", "updated", "skipped",
