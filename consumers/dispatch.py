@@ -132,7 +132,7 @@ class _Batch:
                     "claimed_by": self.claimed_by,
                 })
                 events += [Event("delivery.deferred" if o.not_tried else "delivery." + o.status, cid,
-                                 o.email["d"], o.email["to"], key=o.key,
+                                 o.email["d"], o.email["to"], source="dispatch", key=o.key,
                                  detail={"attempt": o.attempt - o.not_tried, "reply": o.reply,
                                          "message_id": o.message_id, "retry_in_ms": o.wait_ms})
                            for o in outcomes]
@@ -141,7 +141,8 @@ class _Batch:
             suppress = [o.email["to"] for o in outcomes if o.suppress]
             if suppress:
                 conn.execute(q.suppression_add_bounces, {"emails": suppress})
-                events += [Event("suppression.added", cid, o.email["d"], o.email["to"], key=f"{o.key}.suppressed",
+                events += [Event("suppression.added", cid, o.email["d"], o.email["to"], source="dispatch",
+                                 key=f"{o.key}.suppressed",
                                  detail={"reason": o.reply}) for o in outcomes if o.suppress]
             dead = [o for o in outcomes if o.status == "dead"]
             if dead:
@@ -162,7 +163,7 @@ class _Batch:
                     self.stopped = conn.execute(q.campaign_status, {"id": cid}).fetchone()["status"] != "running"
                 claimed = {r["id"]: (r["attempts"], r["round_attempt"]) for r in rows}
                 if not self.stopped:
-                    events += [Event("delivery.duplicate_dropped", cid, e["d"], e["to"],
+                    events += [Event("delivery.duplicate_dropped", cid, e["d"], e["to"], source="dispatch",
                                      detail={"message": self.source_message},
                                      key=f"dup.{self.source_message}.{e['d']}" if self.source_message else None)
                                for e in claim if e["d"] not in claimed]
@@ -231,7 +232,9 @@ def _publish_after_commit(campaign_id: int, outcomes: list[Outcome], actor) -> N
 
 def send_batch(campaign_id: int, emails: list[dict], actor) -> None:
     if not state.is_running(campaign_id):
-        return  # still open in PostgreSQL; resume re-enqueues
+        if state.campaign_status(campaign_id) == "completed":
+            _drop_duplicates(campaign_id, emails)  # nothing of it is open: a duplicate or a stray copy
+        return  # paused or stopped: still open in PostgreSQL; resume re-enqueues
     campaign = cache.campaign(campaign_id)
     skeleton = cache.skeleton(campaign_id)
     batch = _Batch(campaign_id, emails)
@@ -267,6 +270,14 @@ def send_batch(campaign_id: int, emails: list[dict], actor) -> None:
             complete_if_done(conn, campaign_id)
     except psycopg.OperationalError as exc:  # the scheduler completes it later
         log.warning("campaign %s not checked for completion: %s", campaign_id, exc)
+
+
+def _drop_duplicates(campaign_id: int, emails: list[dict]) -> None:
+    message = _message_id()
+    with pool().connection() as conn:
+        journal.append(conn, [Event("delivery.duplicate_dropped", campaign_id, e["d"], e["to"], source="dispatch",
+                                    detail={"message": message, "campaign": "completed"},
+                                    key=f"dup.{message}.{e['d']}" if message else None) for e in emails])
 
 
 def _settle(batch: _Batch, campaign_id: int, outcomes: list[Outcome], untried: list[dict], actor) -> None:
