@@ -100,6 +100,47 @@ def bench_world(name: str, broker: bool = True):
         log(f"{name}: dropped {run_id}")
 
 
+class Database:
+    """The harness's own autocommit connection. Reads survive a PostgreSQL restart (other
+    people's fault tests restart the shared server): they reconnect and retry, and the restart
+    is counted so the report can say its figures were disturbed."""
+
+    def __init__(self, url: str, **kwargs):
+        self.url, self.kwargs, self.restarts = url, kwargs, 0
+        self.conn = self._connect()
+
+    def _connect(self):
+        import psycopg
+
+        return psycopg.connect(self.url, autocommit=True, **self.kwargs)
+
+    def execute(self, query, params=None):
+        """For writes: no retry (not all are idempotent)."""
+        return self.conn.execute(query, params)
+
+    def read(self, query, params=None) -> list:
+        import psycopg
+
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                return self.conn.execute(query, params).fetchall()
+            except psycopg.OperationalError:
+                if time.monotonic() > deadline:
+                    raise
+                self.restarts += 1
+                log("PostgreSQL connection lost (restarted by someone?): reconnecting")
+                time.sleep(1)
+                try:
+                    self.conn.close()
+                    self.conn = self._connect()
+                except psycopg.OperationalError:
+                    continue
+
+    def close(self):
+        self.conn.close()
+
+
 def queries():
     """Named benchmark statements from scripts/benchlib/sql/*.sql (the app's own loader)."""
     from app.db import Queries

@@ -26,7 +26,7 @@ from email import policy
 from email.parser import BytesParser
 from pathlib import Path
 
-from .common import (ROOT, VENV_BIN, BenchError, Proc, Sampler, WebClient, bench_world, descendants, emit,
+from .common import (ROOT, VENV_BIN, BenchError, Database, Proc, Sampler, WebClient, bench_world, descendants, emit,
                      free_port, log, make_manager, percentile, pids_named, print_table, queries, start_web,
                      start_workers, status_kb, wait_for, worker_children, write_results)
 
@@ -155,7 +155,9 @@ class UiLoad:
 
     def _one(self, path: str, due: float):
         try:
-            r = self._session().get(self.web.base + path, timeout=10)
+            # A fresh connection each time: a kept-alive one that gunicorn closed in the
+            # meantime would fail for reasons that are not the page's.
+            r = self._session().get(self.web.base + path, timeout=10, headers={"Connection": "close"})
             if r.status_code != 200:
                 self.errors.append(f"{path}: HTTP {r.status_code}")
         except Exception as exc:  # noqa: BLE001 - any failure is a result to report
@@ -177,6 +179,19 @@ class UiLoad:
                     self._record(path, float("inf"))
                     continue
                 pool.submit(self._one, path, due)
+
+    def idle_latency(self, rounds: int = 10) -> dict:
+        """Each page fetched `rounds` times in a row before the send: warms the workers (first
+        renders compile templates) and gives the latency with nothing else going on."""
+        out = {}
+        for path in self.paths:
+            times = []
+            for _ in range(rounds):
+                t0 = time.monotonic()
+                self._session().get(self.web.base + path, timeout=10, headers={"Connection": "close"})
+                times.append((time.monotonic() - t0) * 1000)
+            out[path] = percentile(times[rounds // 2:], 50)
+        return out
 
     def start(self):
         self._thread.start()
@@ -245,11 +260,10 @@ class Run:
         self.logdir = ROOT / "var" / run_id
         self.logdir.mkdir(parents=True, exist_ok=True)
         self.procs: list = []
-        import psycopg
         from psycopg.rows import dict_row
 
-        self.db = psycopg.connect(os.environ["DATABASE_URL"], autocommit=True, row_factory=dict_row)
-        self.sampler_db = psycopg.connect(os.environ["DATABASE_URL"], autocommit=True)
+        self.db = Database(os.environ["DATABASE_URL"], row_factory=dict_row)
+        self.sampler_db = Database(os.environ["DATABASE_URL"])
 
     def close(self):
         for p in reversed(self.procs):
@@ -320,8 +334,7 @@ class Run:
                 "web (gunicorn)": self.web_proc.tree,
                 "scheduler": self.scheduler.tree,
                 "RabbitMQ (beam.smp, shared)": lambda: pids_named("beam.smp"),
-                "PostgreSQL (bench backends)": lambda: [r[0] for r in self.sampler_db.execute(
-                    self.q.bench_backends).fetchall()],
+                "PostgreSQL (bench backends)": lambda: [r[0] for r in self.sampler_db.read(self.q.bench_backends)],
                 "smtp-sink": sink.proc.tree,
             }
             sampler = Sampler(groups).start()
@@ -345,6 +358,7 @@ class Run:
             profiles = {}
             if spy:
                 running.callback(lambda: profiles.update(spy.stop()))
+            idle_ms = ui.idle_latency() if ui else {}
             t0 = time.monotonic()
             r = web.post_form(f"/campaigns/{cid}/send", {})
             t_post = time.monotonic()
@@ -356,7 +370,7 @@ class Run:
                 running.callback(ui.stop)
 
             def done():
-                status = self.db.execute(self.q.bench_status, {"id": cid}).fetchone()["status"]
+                status = self.db.read(self.q.bench_status, {"id": cid})[0]["status"]
                 if status in ("stopped", "failed", "paused"):
                     raise BenchError(f"campaign {cid} became {status}")
                 if not workers.alive():
@@ -374,7 +388,7 @@ class Run:
         time.sleep(0.2)
         outcomes = self.outcomes(cid)
         sent = outcomes.get("sent", 0)
-        journal = self.db.execute(self.q.bench_journal_sent, {"id": cid}).fetchone()
+        journal = self.db.read(self.q.bench_journal_sent, {"id": cid})[0]
         received = sink.count() - base
         result = {
             "campaign_id": cid, "recipients": recipients, "outcomes": outcomes, "sent": sent,
@@ -392,14 +406,15 @@ class Run:
                             "skipped_saturated": ui.skipped,
                             "p50_ms": percentile(ui.latencies, 50), "p95_ms": percentile(ui.latencies, 95),
                             "max_ms": max(ui.latencies, default=float("nan")),
-                            "p95_ms_by_page": {p: percentile(v, 95) for p, v in ui.by_path.items()}}
+                            "p95_ms_by_page": {p: percentile(v, 95) for p, v in ui.by_path.items()},
+                            "idle_p50_ms_by_page": idle_ms}
         if profiles:
             result["profiles"] = {n: {"file": str(p), **summarise_profile(p)} for n, p in profiles.items()}
         self.check_honest(result)
         return result
 
     def outcomes(self, cid: int) -> dict:
-        return {r["status"]: r["n"] for r in self.db.execute(self.q.bench_outcomes, {"id": cid})}
+        return {r["status"]: r["n"] for r in self.db.read(self.q.bench_outcomes, {"id": cid})}
 
     @staticmethod
     def check_honest(r: dict):
@@ -414,7 +429,7 @@ class Run:
             raise BenchError("dishonest run: " + "; ".join(problems))
 
     def check_personalised(self, sink: Sink, cid: int) -> int:
-        rows = {r["email"].lower(): r for r in self.db.execute(self.q.bench_sent_rows, {"id": cid})}
+        rows = {r["email"].lower(): r for r in self.db.read(self.q.bench_sent_rows, {"id": cid})}
         messages = sink.messages()
         if len(messages) != len(rows):
             raise BenchError(f"the dumping sink holds {len(messages)} messages for {len(rows)} sent deliveries")
@@ -523,6 +538,7 @@ def main(argv) -> int:
                 log(f"materialising {args.materialise} deliveries")
                 details["materialise_s"] = run.materialise(web, args.materialise)
         finally:
+            details["postgres_restarts"] = run.db.restarts
             run.close()
 
     flat_peak = max(details["flat"]["worker_peak_rss_mb"].values()) if args.flat else None
@@ -559,10 +575,17 @@ def main(argv) -> int:
     rows.append((f"UI p95 at {args.ui_rate:g} req/s ({ui['requests']} req)", f"{ui['p95_ms']:.1f} ms",
                  f"<= 50 ms; p50 {ui['p50_ms']:.1f}, errors {ui['error_count']}, "
                  f"not sent (16 in flight) {ui['skipped_saturated']}"))
+    if main_r.get("ui"):
+        rows += [(f"  p95 {page} (idle p50)", f"{ui['p95_ms_by_page'].get(page, float('nan')):.1f} ms",
+                  f"{ui['idle_p50_ms_by_page'].get(page, float('nan')):.1f} ms before the send")
+                 for page in ui["p95_ms_by_page"]]
     rows += [(f"CPU s / 1000 emails: {g}", f"{v:.3f}", "") for g, v in cpu.items()]
     rows += [("sent / sink received / journal", f"{sent} / {main_r['sink_received']} / {main_r['journal_sent']}",
               "must be equal"),
              ("personalisation check", f"{details['sample_checked']} messages", "all correct")]
+    if details["postgres_restarts"]:
+        rows.append(("PostgreSQL connection lost (restarts)", details["postgres_restarts"],
+                     "a neighbour restarted PostgreSQL: figures disturbed"))
     print_table(rows)
     if args.profile:
         for name, prof in main_r.get("profiles", {}).items():
