@@ -100,7 +100,7 @@ async def handle(message: AbstractIncomingMessage) -> None:
         await message.reject(requeue=False)
 
 
-async def main() -> None:
+async def consume() -> None:
     connection = await aio_pika.connect_robust(Config.AMQP_URL)
     async with connection:
         channel = await connection.channel()
@@ -109,6 +109,17 @@ async def main() -> None:
         await queue.consume(handle)
         log.warning("console control: consuming %s", QUEUE)
         await asyncio.Future()
+
+
+async def main() -> None:
+    """Once connected, aio-pika reconnects by itself; until then (RabbitMQ not up yet, the
+    definitions not loaded), keep trying rather than exit."""
+    while True:
+        try:
+            await consume()
+        except (aio_pika.exceptions.AMQPException, OSError) as exc:
+            log.warning("RabbitMQ not available (%r); trying again in 5 s", exc)
+            await asyncio.sleep(5)
 
 
 if __name__ == "__main__":

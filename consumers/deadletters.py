@@ -131,6 +131,16 @@ async def handle(queue_name: str, message: AbstractIncomingMessage) -> None:
 
 
 async def main() -> None:
+    """Once connected, aio-pika reconnects by itself; until then, keep trying rather than exit."""
+    while True:
+        try:
+            await consume()
+        except (aio_pika.exceptions.AMQPException, OSError) as exc:
+            log.warning("RabbitMQ not available (%r); trying again in 5 s", exc)
+            await asyncio.sleep(5)
+
+
+async def consume() -> None:
     connection = await aio_pika.connect_robust(Config.AMQP_URL)
     async with connection:
         channel = await connection.channel()
