@@ -46,10 +46,11 @@ RETURNING id;
 SELECT status, sum(delta)::bigint AS n FROM delivery_counts
  WHERE campaign_id = %(id)s GROUP BY status HAVING sum(delta) <> 0;
 
--- Set-based materialisation: the recipient set is frozen here, once per address. The target
--- is a list or a segment version; a segment runs through segment_eval, with the read-only
--- reader role's rights, inside this one statement. Excluded lists and segment versions,
--- unsubscribed, bounced and suppressed addresses drop out.
+-- Set-based materialisation: the recipient set is frozen here, once per address (a segment
+-- may return an id twice: ON CONFLICT keeps the first). The target is a list or a segment
+-- version; a segment runs through segment_eval, with the read-only reader role's rights,
+-- inside this one statement. Excluded lists and segment versions, unsubscribed, bounced and
+-- suppressed addresses drop out.
 -- name: campaign_materialise
 WITH excluded AS MATERIALIZED (
     SELECT e.contact_id FROM unnest(%(exclude_segments)s::regprocedure[]) AS f, LATERAL segment_eval(f) AS e
@@ -58,11 +59,11 @@ WITH excluded AS MATERIALIZED (
 )
 INSERT INTO deliveries (campaign_id, contact_id, email)
 SELECT %(id)s, c.id, c.email
-  FROM contacts c
- WHERE c.id IN (SELECT m.contact_id FROM list_members m WHERE m.list_id = %(list_id)s
-                UNION ALL
-                SELECT r.contact_id FROM segment_eval(%(segment)s::regprocedure) AS r)
-   AND c.status = 'subscribed'
+  FROM (SELECT m.contact_id FROM list_members m WHERE m.list_id = %(list_id)s
+        UNION ALL
+        SELECT r.contact_id FROM segment_eval(%(segment)s::regprocedure) AS r) AS t
+  JOIN contacts c ON c.id = t.contact_id
+ WHERE c.status = 'subscribed'
    AND NOT EXISTS (SELECT 1 FROM suppressions s WHERE s.email = c.email)
    AND NOT EXISTS (SELECT 1 FROM excluded x WHERE x.contact_id = c.id)
 ON CONFLICT DO NOTHING;
