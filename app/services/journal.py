@@ -36,16 +36,16 @@ def append(conn, events: list[Event]) -> None:
     })
 
 
-def kind_pattern(kind: str | None) -> str | None:
-    """A LIKE pattern for an exact kind, or for a family when it ends in ".*"."""
-    if not kind:
-        return None
-    escaped = kind.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return escaped[:-1] + "%" if kind.endswith(".*") else escaped
+def kind_filter(kind: str | None) -> dict:
+    """An exact kind, or a family when it ends in ".*" (a LIKE prefix, its wildcards escaped)."""
+    if not kind or not kind.endswith(".*"):
+        return {"kind": kind or None, "family": None}
+    prefix = kind[:-1].replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return {"kind": None, "family": prefix + "%"}
 
 
 def page(conn, campaign_id=None, kind=None, email=None, before=None, limit=100) -> list[dict]:
-    return conn.execute(q.journal_page, {"campaign_id": campaign_id, "kind": kind_pattern(kind),
+    return conn.execute(q.journal_page, {"campaign_id": campaign_id, **kind_filter(kind),
                                          "email": email or None, "before": before, "limit": limit}).fetchall()
 
 
@@ -53,6 +53,6 @@ def export_rows(conn, campaign_id=None, kind=None, email=None):
     """Every matching event, streamed through a server-side cursor (flat memory)."""
     with conn.cursor(name="journal_export") as cur:
         cur.itersize = 2000
-        cur.execute(q.journal_page, {"campaign_id": campaign_id, "kind": kind_pattern(kind),
+        cur.execute(q.journal_page, {"campaign_id": campaign_id, **kind_filter(kind),
                                      "email": email or None, "before": None, "limit": None})
         yield from cur

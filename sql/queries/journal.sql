@@ -9,12 +9,14 @@ SELECT id, at, campaign_id, delivery_id, email, kind, source, detail FROM journa
  WHERE (%(campaign_id)s::bigint IS NULL OR campaign_id = %(campaign_id)s)
  ORDER BY id DESC LIMIT %(limit)s;
 
--- The journal page and its CSV export: filters by campaign, kind (exact, or a family such
--- as "delivery.%%") and address; newest first, a page before a given id.
+-- The journal page and its CSV export: filters by campaign, kind (exact, which the kind
+-- index serves, or a family such as "delivery.%%") and address; newest first, a page before
+-- a given id.
 -- name: journal_page
 SELECT id, at, campaign_id, delivery_id, email, kind, source, detail FROM journal
  WHERE (%(campaign_id)s::bigint IS NULL OR campaign_id = %(campaign_id)s)
-   AND (%(kind)s::text IS NULL OR kind LIKE %(kind)s)
+   AND (%(kind)s::text IS NULL OR kind = %(kind)s)
+   AND (%(family)s::text IS NULL OR kind LIKE %(family)s)
    AND (%(email)s::text IS NULL OR lower(email) = lower(%(email)s))
    AND (%(before)s::bigint IS NULL OR id < %(before)s)
  ORDER BY id DESC LIMIT %(limit)s;
