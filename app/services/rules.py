@@ -199,7 +199,8 @@ def _value(kind: str, value, where: str):
         return value
     if kind == "number":
         if isinstance(value, bool) or not isinstance(value, (int, float, str)) or not _NUMBER.match(str(value)):
-            raise RuleError(f"{where}: {str(value)[:40]!r} is not a number (digits, an optional sign and decimal point)")
+            raise RuleError(f"{where}: {str(value)[:40]!r} is not a number "
+                            "(digits, an optional sign and decimal point)")
         try:
             return Decimal(str(value).strip())
         except InvalidOperation:

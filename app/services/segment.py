@@ -132,7 +132,8 @@ def save_version(procedure_id: int, raw) -> dict:
 
 def _save(conn, proc: dict, tree: dict) -> dict:
     """Create the function, validate it like any DBA's, and record it, all or nothing."""
-    version = conn.execute(q.segment_next_version, {"procedure_id": proc["id"], "slug": proc["slug"]}).fetchone()["version"]
+    version = conn.execute(q.segment_next_version,
+                           {"procedure_id": proc["id"], "slug": proc["slug"]}).fetchone()["version"]
     fn_name = f"segment_{proc['slug']}_v{version}"
     try:
         conn.execute(sql.SQL(q.segment_function_create).format(name=sql.Identifier(fn_name), where=rules.where(tree)))
@@ -227,7 +228,8 @@ def _latest_usable(conn, procedure_id: int) -> dict:
         raise SegmentError("the segment has no version yet")
     latest = found[-1]
     if latest["state"] != "ok":
-        raise SegmentError(f"{latest['fn_name']} is {latest['state']} in the database: fix it or save a new version first")
+        raise SegmentError(f"{latest['fn_name']} is {latest['state']} in the database: "
+                           "fix it or save a new version first")
     return latest
 
 

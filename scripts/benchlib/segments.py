@@ -34,11 +34,10 @@ TAGS = [("newsletter", 0.55), ("customer", 0.3), ("trial", 0.15), ("jobs", 0.2),
         ("beta", 0.03)]
 PLANS = (("free", 60), ("pro", 30), ("team", 10))
 DOMAINS = ("example.com", "example.org", "mail.example", "post.example", "inbox.example")
+COUNTRY = {"type": "condition", "field": "attribute", "key": "country", "attr_type": "text", "op": "equals"}
 RULE = {"type": "group", "op": "and", "children": [
     {"type": "condition", "field": "tags", "op": "contains", "value": "newsletter"},
-    {"type": "group", "op": "or", "children": [
-        {"type": "condition", "field": "attribute", "key": "country", "attr_type": "text", "op": "equals", "value": "NO"},
-        {"type": "condition", "field": "attribute", "key": "country", "attr_type": "text", "op": "equals", "value": "SE"}]},
+    {"type": "group", "op": "or", "children": [{**COUNTRY, "value": "NO"}, {**COUNTRY, "value": "SE"}]},
     {"type": "condition", "field": "attribute", "key": "age", "attr_type": "number", "op": "gt", "value": "30"}]}
 
 
@@ -53,8 +52,9 @@ def rows(n: int, seed: int = 42):
         country = rnd.choice(countries)
         created = now - timedelta(seconds=rnd.randrange(3 * 365 * 86400))
         attrs = {"country": country, "city": rnd.choice(cities[country]), "age": str(rnd.randint(18, 80)),
-                 "plan": rnd.choice(plans), "signup": (date(2019, 1, 1) + timedelta(days=rnd.randrange(2000))).isoformat(),
-                 "newsletter": rnd.choice(("yes", "no")), "score": rnd.randint(0, 1000)}
+                 "plan": rnd.choice(plans)}
+        attrs.update(signup=(date(2019, 1, 1) + timedelta(days=rnd.randrange(2000))).isoformat(),
+                     newsletter=rnd.choice(("yes", "no")), score=rnd.randint(0, 1000))
         tags = [t for t, p in TAGS if rnd.random() < p]
         r = rnd.random()
         status = "subscribed" if r < 0.95 else "unsubscribed" if r < 0.98 else "bounced"
