@@ -80,8 +80,9 @@ class Outcome:
     suppress: bool = False
 
     @property
-    def key(self) -> str:
-        return f"d{self.email['d']}.a{self.attempt}.{'deferred' if self.not_tried else self.status}"
+    def key(self) -> str | None:
+        """One outcome per attempt; a deferral is no attempt and may happen again."""
+        return None if self.not_tried else f"d{self.email['d']}.a{self.attempt}.{self.status}"
 
 
 def _message_id() -> str | None:
@@ -92,9 +93,8 @@ def _message_id() -> str | None:
 class _Batch:
     """The database side of one dispatch message: claims, outcomes, journal, dead letters."""
 
-    def __init__(self, campaign_id: int, emails: list[dict]):
+    def __init__(self, campaign_id: int):
         self.campaign_id = campaign_id
-        self.by_id = {e["d"]: e for e in emails}
         self.claimed_by = f"{worker_id()}/{secrets.token_hex(4)}"
         self.source_message = _message_id()
         self.stopped = False  # a claim found the campaign paused or stopped
@@ -237,7 +237,7 @@ def send_batch(campaign_id: int, emails: list[dict], actor) -> None:
         return  # paused or stopped: still open in PostgreSQL; resume re-enqueues
     campaign = cache.campaign(campaign_id)
     skeleton = cache.skeleton(campaign_id)
-    batch = _Batch(campaign_id, emails)
+    batch = _Batch(campaign_id)
     sender = smtp_pool().sender()
     date = formatdate()
     size = max(1, Config.DISPATCH_CLAIM_CHUNK)
