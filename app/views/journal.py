@@ -27,7 +27,8 @@ def _filters() -> dict:
 def index():
     form, filters = _filters()
     with pool().connection() as conn:
-        rows = journal.page(conn, **filters, before=form.before.data, limit=PAGE)
+        rows = [{**r, "detail_text": json.dumps(r["detail"], ensure_ascii=False, default=str)}
+                for r in journal.page(conn, **filters, before=form.before.data, limit=PAGE)]
     kinds = [r["kind"] for r in fetchall(q.journal_kinds)]
     families = sorted({k.split(".", 1)[0] + ".*" for k in kinds if "." in k})
     return render_template("journal.html", rows=rows, form=form, filters=filters, kinds=kinds, families=families,
