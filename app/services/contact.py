@@ -214,7 +214,7 @@ def erase(contact_id: int) -> dict | None:
         if contact is None:
             return None
         email, stand_in = contact["email"], erased_address(contact["email"])
-        conn.execute("SET LOCAL mailer.erasure = 'on'")
+        conn.execute(q.contact_erasure_on)
         deliveries = conn.execute(q.contact_deliveries_of, {"id": contact_id}).fetchall()
         waiting = [d for d in deliveries if d["status"] in ("queued", "retry")]
         if waiting:

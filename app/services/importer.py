@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import psycopg
+from psycopg import errors
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
@@ -184,7 +185,7 @@ def execute(conn, import_id: int, mapping: Mapping, has_header: bool, rows, prog
             max_rows: int | None = None) -> dict:
     """Stage and merge every row after the header, then commit: the whole import in one
     transaction of `conn`."""
-    conn.execute("SET LOCAL work_mem = '128MB'")
+    conn.execute(q.import_work_mem)
     conn.execute(q.import_staging_create)
     conn.execute(q.import_new_create)
     check = row_checker(mapping, len(mapping.columns), has_header)
@@ -224,8 +225,10 @@ def merge(conn, import_id: int, mapping: Mapping, total: int, rejected: int) -> 
     if rejected:
         step("rejects", conn.execute, q.import_keep_rejects, {"import_id": import_id})
     addresses = step("firsts", conn.execute, q.import_firsts).rowcount
+    conn.execute(q.import_firsts_analyze)
+    step("existing", conn.execute, q.import_existing)
     inserted = step("insert", conn.execute, q.import_insert_new).rowcount
-    step("pending", conn.execute, q.import_pending_all_new if inserted == addresses else q.import_pending)
+    step("pending", conn.execute, q.import_pending)
     later = valid - inserted  # rows that met a contact which existed by then
     if later and mapping.on_existing != "skip":
         step("apply", conn.execute, q.import_apply, {"overwrite": mapping.on_existing == "overwrite",
@@ -263,7 +266,7 @@ def run(import_id: int) -> dict | None:
     """The background run of a queued import (the `imports` actor). A redelivered message for
     an import that finished, or that another worker is running, does nothing."""
     with psycopg.connect(Config.DATABASE_URL, autocommit=True, row_factory=dict_row) as side:
-        if not side.execute("SELECT pg_try_advisory_lock(%s, %s) AS ok", (LOCK_SPACE, import_id)).fetchone()["ok"]:
+        if not side.execute(q.import_lock, {"id": import_id}).fetchone()["ok"]:
             return None
         imp = side.execute(q.import_claim, {"id": import_id}).fetchone()
         if imp is None:
@@ -272,8 +275,7 @@ def run(import_id: int) -> dict | None:
             mapping = Mapping.from_json(imp["mapping"])
             with stored_rows(side, imp) as (rows, fraction), \
                     psycopg.connect(Config.DATABASE_URL, row_factory=dict_row) as conn:
-                # Temporary tables stay in this backend's memory up to here instead of 8 MB.
-                conn.execute("SET temp_buffers = '256MB'")
+                conn.execute(q.import_session)
                 rows = iter(rows)
                 if imp["has_header"]:
                     next(rows, None)
@@ -289,9 +291,6 @@ def run(import_id: int) -> dict | None:
                 return None
             side.execute(q.import_note_error, {"id": import_id, "error": reason + "; trying again"})
             raise
-
-
-LOCK_SPACE = 727_005  # advisory lock namespace of running imports
 
 
 def queue(import_id: int, mapping: Mapping, encoding: str | None, delimiter: str | None, has_header: bool) -> bool:
@@ -326,31 +325,38 @@ def quick(upload: Upload, list_id: int | None) -> tuple[dict, list]:
     rejected rows (line, reason)."""
     found = detect(upload.head(), upload.filename)
     with open(upload.path, "rb") as f:
-        rows = _rows(found.format, f, upload.path, found.encoding, found.delimiter)
-        header = next(rows, None)
-        names = [c.strip() for c in header[1]] if header else []
-        lowered = [n.lower() for n in names]
-        if "email" not in lowered:
-            raise FileRefused("the first row must be a header with an 'email' column")
-        roles = {lowered.index("email"): "email"}
-        if "name" in lowered:
-            roles[lowered.index("name")] = "name"
-        mapping = Mapping(columns=[{"role": roles[i]} if i in roles else {"role": "attribute", "key": n, "type": "text"}
-                                   if n else {"role": "ignore"} for i, n in enumerate(names)],
-                          lists=[list_id] if list_id else [])
-        mapping.check()
+        header = next(_rows(found.format, f, upload.path, found.encoding, found.delimiter), None)
+    names = [c.strip() for c in header[1]] if header else []
+    lowered = [n.lower() for n in names]
+    if "email" not in lowered:
+        raise FileRefused("the first row must be a header with an 'email' column")
+    roles = {lowered.index("email"): "email"}
+    if "name" in lowered:
+        roles[lowered.index("name")] = "name"
+    mapping = Mapping(columns=[{"role": roles[i]} if i in roles else {"role": "attribute", "key": n, "type": "text"}
+                               if n else {"role": "ignore"} for i, n in enumerate(names)],
+                      lists=[list_id] if list_id else [])
+    mapping.check()
+    with pool().connection() as conn:
+        import_id = conn.execute(q.import_insert, {
+            "filename": upload.filename, "format": found.format, "size": upload.size,
+            "encoding": found.encoding, "delimiter": found.delimiter, "has_header": True,
+            "mapping": Jsonb(mapping.to_json()), "status": "running"}).fetchone()["id"]
+    try:
+        for attempt in (1, 2):
+            try:
+                with open(upload.path, "rb") as f, psycopg.connect(Config.DATABASE_URL, row_factory=dict_row) as conn:
+                    rows = _rows(found.format, f, upload.path, found.encoding, found.delimiter)
+                    next(rows)
+                    counts = execute(conn, import_id, mapping, True, rows, max_rows=QUICK_MAX_ROWS)
+                break
+            except errors.UniqueViolation:  # someone added one of these addresses meanwhile: read again
+                if attempt == 2:
+                    raise ImportFailed("the contacts changed while the file was imported: upload it again") from None
+    except USER_ERRORS as exc:
         with pool().connection() as conn:
-            import_id = conn.execute(q.import_insert, {
-                "filename": upload.filename, "format": found.format, "size": upload.size,
-                "encoding": found.encoding, "delimiter": found.delimiter, "has_header": True,
-                "mapping": Jsonb(mapping.to_json()), "status": "running"}).fetchone()["id"]
-        try:
-            with psycopg.connect(Config.DATABASE_URL, row_factory=dict_row) as conn:
-                counts = execute(conn, import_id, mapping, True, rows, max_rows=QUICK_MAX_ROWS)
-        except USER_ERRORS as exc:
-            with pool().connection() as conn:
-                conn.execute(q.import_fail, {"id": import_id, "error": str(exc)})
-            raise
+            conn.execute(q.import_fail, {"id": import_id, "error": str(exc)})
+        raise
     with pool().connection() as conn:
         rejects = conn.execute(q.import_rejects_page, {"import_id": import_id, "after": 0, "limit": 50}).fetchall()
     return {"id": import_id, **counts}, [(r["line"], r["reason"]) for r in rejects]

@@ -142,6 +142,9 @@ SELECT email, reason, source, created_at FROM suppressions WHERE email = %(email
 -- The address becomes a keyed one-way hash wherever it outlives the contact, so counts and the
 -- journal stay whole while the person is gone. Run with mailer.erasure = 'on' (the journal
 -- refuses rewrites otherwise).
+-- name: contact_erasure_on
+SET LOCAL mailer.erasure = 'on';
+
 -- name: contact_erase_deliveries
 UPDATE deliveries SET email = %(hash)s
  WHERE contact_id = %(id)s OR (contact_id IS NULL AND email = %(email)s::citext);

@@ -72,6 +72,25 @@ SELECT line, reason, cells FROM import_rejects
 
 -- ---- the merge, in the import's one transaction ----------------------------------------------
 
+-- One import per import id at a time, whatever the queue delivers twice (session lock on the
+-- worker's side connection).
+-- name: import_lock
+SELECT pg_try_advisory_lock(727005, mod(%(id)s::bigint, 2147483647)::int) AS ok;
+
+-- Temporary tables stay in the import backend's memory up to this size (the default is 8 MB);
+-- set on the import's own connection before its first temporary table.
+-- name: import_session
+SET temp_buffers = '256MB';
+
+-- Sorting a million rows for the merge in memory rather than in temporary files.
+-- name: import_work_mem
+SET LOCAL work_mem = '128MB';
+
+-- So the planner hashes the file's addresses against the contacts rather than probing the
+-- citext index once per address.
+-- name: import_firsts_analyze
+ANALYZE import_firsts;
+
 -- Rows of the file as checked by app/services/import_rows.py; a refused row has a reason and
 -- its cells instead of an email. `key` is what the contacts.email citext index compares, so
 -- in-file duplicates are found exactly as the unique index would find them.
@@ -92,7 +111,7 @@ CREATE TEMP TABLE import_staging (
 COPY import_staging (line, email, name, status, tags, attributes, reason, cells) FROM STDIN;
 
 -- name: import_new_create
-CREATE TEMP TABLE import_new (id bigint NOT NULL, key text COLLATE "C" NOT NULL) ON COMMIT DROP;
+CREATE TEMP TABLE import_new (id bigint NOT NULL) ON COMMIT DROP;
 
 -- name: import_keep_rejects
 INSERT INTO import_rejects (import_id, line, reason, cells)
@@ -106,32 +125,36 @@ SELECT DISTINCT ON (key) key, line, email, name, status, tags, attributes,
   FROM import_staging WHERE reason IS NULL
  ORDER BY key, line;
 
--- New addresses become contacts from their first row. import_firsts was written in key order,
--- which for this database's collation is the citext index's order: the inserts walk the index
--- from left to right instead of all over it.
+-- The addresses of the file that are contacts already. A hash join: one lower() per contact,
+-- where probing the citext index would cost two dozen lower() calls per address.
+-- name: import_existing
+CREATE TEMP TABLE import_existing ON COMMIT DROP AS
+SELECT f.key, c.id FROM import_firsts f JOIN contacts c ON c.email = f.key::citext;
+
+-- New addresses become contacts from their first row. A plain INSERT, not ON CONFLICT DO
+-- NOTHING, which would search the citext index twice per row (its comparisons are most of
+-- an import's cost); an address someone adds meanwhile makes this fail, and the actor's
+-- retry imports the file again with it counted as existing. import_firsts was written in
+-- key order, which for this database's collation is the citext index's order: the inserts
+-- land on the index's rightmost page instead of all over it.
 -- name: import_insert_new
 WITH ins AS (
     INSERT INTO contacts (email, name, status, attributes, tags)
     SELECT email, coalesce(name, ''), coalesce(status, 'subscribed'), attributes,
            coalesce(string_to_array(tags, E'\x1f'), '{}')
-      FROM import_firsts
-    ON CONFLICT (email) DO NOTHING
-    RETURNING id, email
+      FROM import_firsts f
+     WHERE NOT EXISTS (SELECT 1 FROM import_existing e WHERE e.key = f.key)
+    RETURNING id
 )
-INSERT INTO import_new (id, key) SELECT id, lower(email::text) FROM ins;
+INSERT INTO import_new (id) SELECT id FROM ins;
 
 -- Addresses with rows still to apply: those that existed before the import, and those with
 -- more than one row in the file. `inserted` marks the ones whose first row made the contact.
 -- name: import_pending
 CREATE TEMP TABLE import_pending ON COMMIT DROP AS
-SELECT f.key, f.line, n.id IS NOT NULL AS inserted
-  FROM import_firsts f LEFT JOIN import_new n ON n.key = f.key
- WHERE f.n > 1 OR n.id IS NULL;
-
--- The same when every address was new (a first import): no join needed to know it.
--- name: import_pending_all_new
-CREATE TEMP TABLE import_pending ON COMMIT DROP AS
-SELECT key, line, true AS inserted FROM import_firsts WHERE n > 1;
+SELECT f.key, f.line, e.id IS NULL AS inserted
+  FROM import_firsts f LEFT JOIN import_existing e ON e.key = f.key
+ WHERE f.n > 1 OR e.id IS NOT NULL;
 
 -- Every remaining row, folded per address in file order, applied to its contact as if the rows
 -- had been imported one after another: names and statuses from the last row that has one,
@@ -169,9 +192,6 @@ UPDATE contacts c SET
 -- name: import_join_lists
 INSERT INTO list_members (list_id, contact_id)
 SELECT l.id, t.id
-  FROM lists l,
-       (SELECT id FROM import_new
-        UNION ALL
-        SELECT c.id FROM import_pending p JOIN contacts c ON c.email = p.key::citext WHERE NOT p.inserted) t
+  FROM lists l, (SELECT id FROM import_new UNION ALL SELECT id FROM import_existing) t
  WHERE l.id = ANY(%(lists)s::bigint[])
 ON CONFLICT DO NOTHING;
