@@ -37,6 +37,45 @@ def test_one_connection_carries_many_messages_with_or_without_pipelining(smtp, p
     assert b"\r\n.leading dot\r\n" in smtp.messages[0][2]  # dot-stuffing undone by the server, as sent
 
 
+def test_pipelining_sends_the_envelope_in_one_write():
+    """A bare socket server that answers nothing until it has read up to DATA: a client that
+    waited for each reply (no pipelining) would never get there."""
+    import socket
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    seen = {}
+
+    def serve():
+        conn, _ = listener.accept()
+        with conn, conn.makefile("rb") as lines:
+            conn.sendall(b"220 raw ESMTP\r\n")
+            lines.readline()  # EHLO
+            conn.sendall(b"250-raw\r\n250-PIPELINING\r\n250 8BITMIME\r\n")
+            envelope = [lines.readline() for _ in range(3)]  # read before any reply
+            seen["envelope"] = envelope
+            conn.sendall(b"250 sender ok\r\n250 recipient ok\r\n354 go on\r\n")
+            body = b""
+            while not body.endswith(b"\r\n.\r\n"):
+                body += lines.readline()
+            seen["body"] = body
+            conn.sendall(b"250 2.0.0 queued as RAW1\r\n")
+            lines.readline()  # QUIT
+            conn.sendall(b"221 bye\r\n")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    conn = SmtpConnection(SmtpServer.from_url(f"smtp://127.0.0.1:{port}?timeout=5"))
+    try:
+        assert conn.send("a@example.org", "p@example.com", MESSAGE) == "250 2.0.0 queued as RAW1"
+    finally:
+        conn.close()
+        thread.join(5)
+        listener.close()
+    assert seen["envelope"] == [b"MAIL FROM:<a@example.org>\r\n", b"RCPT TO:<p@example.com>\r\n", b"DATA\r\n"]
+    assert b"\r\n..leading dot\r\n" in seen["body"]  # dot-stuffed on the wire
+
+
 @pytest.mark.parametrize("pipelining", [True, False])
 def test_refusals_at_each_step_are_classified_and_the_connection_goes_on(smtp, pipelining):
     smtp.pipelining = pipelining
