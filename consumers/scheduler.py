@@ -46,6 +46,7 @@ def tick(conn, watch: PurgeWatch, connected_at) -> None:
     for row in conn.execute(q.scheduler_running_campaigns).fetchall():
         with conn.transaction():
             campaigns.complete_if_done(conn, row["id"])
+        conn.execute(q.campaign_counts_fold, {"id": row["id"]})  # keeps the campaign page's counts cheap
     watch.check(conn, watch.depths())
 
 
