@@ -8,6 +8,7 @@ from playwright.sync_api import expect
 from psycopg.types.json import Jsonb
 
 # b_age: an attribute of this test's own, so its type (number) is discovered from these values.
+WAIT = 20_000  # ms: the preview and saves run real queries on a machine other tests share
 PEOPLE = [("ann", {"city": "Oslo", "b_age": "31"}, ["news"]), ("bob", {"city": "Bergen", "b_age": "45"}, ["jobs"]),
           ("cat", {"city": "Oslo", "b_age": "52"}, ["jobs"]), ("dan", {"city": "Lima", "b_age": "19"}, ["news"]),
           ("eve", {"city": "Oslo", "b_age": 60}, [])]
@@ -25,8 +26,8 @@ def model(page):
 
 def expect_matched(page, n):
     count = page.locator("#preview-count")
-    expect(count).to_have_attribute("data-state", "exact")
-    expect(count).to_have_attribute("data-matched", str(n))
+    expect(count).to_have_attribute("data-state", "exact", timeout=WAIT)
+    expect(count).to_have_attribute("data-matched", str(n), timeout=WAIT)
 
 
 def test_build_preview_and_save_two_versions(page, db):
@@ -35,9 +36,9 @@ def test_build_preview_and_save_two_versions(page, db):
                    (f"{name}@seg-b.test", name.title(), Jsonb(attrs), tags))
     page.click("nav >> text=Segments")
     page.click("#new-segment")
-    expect(page.locator("#builder")).to_have_attribute("data-ready", "1")
+    expect(page.locator("#builder")).to_have_attribute("data-ready", "1", timeout=WAIT)
     page.fill("#name", "Browser segment")
-    expect(page.locator(".group.root .hint")).to_have_text("No conditions: every contact matches.")
+    expect(page.locator(".group.root .hint")).to_have_text("No conditions: every contact matches.", timeout=WAIT)
 
     root = page.locator("#builder .group.root")
     root.locator(":scope > .group-tools .add-condition").click()
@@ -49,7 +50,7 @@ def test_build_preview_and_save_two_versions(page, db):
     # A nested OR group: city is Oslo, or the tag jobs.
     root.locator(":scope > .group-tools .add-group").click()
     group = root.locator(".group.nested")
-    expect(group.locator("select.group-op")).to_have_value("or")
+    expect(group.locator("select.group-op")).to_have_value("or", timeout=WAIT)
     cond = group.locator(".condition").nth(0)
     cond.locator("select.field").select_option(label="city (text)")
     cond.locator("select.op").select_option("equals")
@@ -60,8 +61,8 @@ def test_build_preview_and_save_two_versions(page, db):
     cond.locator("select.op").select_option("contains")
     cond.locator("input.value").fill("jobs")
     expect_matched(page, 4)  # ann, bob, cat, eve
-    expect(page.locator("#preview-sample tbody tr")).to_have_count(4)
-    expect(page.locator("#preview-sample tbody tr").first).to_contain_text("ann@seg-b.test")
+    expect(page.locator("#preview-sample tbody tr")).to_have_count(4, timeout=WAIT)
+    expect(page.locator("#preview-sample tbody tr").first).to_contain_text("ann@seg-b.test", timeout=WAIT)
 
     # A third top-level condition, moved up, then removed; and the group moved above the first.
     root.locator(":scope > .group-tools .add-condition").click()
@@ -78,29 +79,31 @@ def test_build_preview_and_save_two_versions(page, db):
     assert [c.get("field", c.get("op")) for c in model(page)["children"]] == ["or", "email"]
 
     page.click("#save-segment")
-    expect(page.locator("p.flash", has_text="Saved segment_browser_segment_v1: 4 contacts match now.")).to_be_visible()
+    saved = page.locator("p.flash", has_text="Saved segment_browser_segment_v1: 4 contacts match now.")
+    expect(saved).to_be_visible(timeout=WAIT)
     assert members(db, "segment_browser_segment_v1") == {"ann@seg-b.test", "bob@seg-b.test", "cat@seg-b.test",
                                                          "eve@seg-b.test"}
 
     # On the segment's page the builder starts from v1; AND instead of OR makes v2.
-    expect(page.locator("#builder")).to_have_attribute("data-ready", "1")
+    expect(page.locator("#builder")).to_have_attribute("data-ready", "1", timeout=WAIT)
     expect_matched(page, 4)
     page.locator("#builder .group.nested select.group-op").select_option("and")
     expect_matched(page, 1)  # cat: Oslo and jobs
     page.click("#save-segment")
-    expect(page.locator("p.flash", has_text="Saved segment_browser_segment_v2: 1 contacts match now.")).to_be_visible()
+    saved = page.locator("p.flash", has_text="Saved segment_browser_segment_v2: 1 contacts match now.")
+    expect(saved).to_be_visible(timeout=WAIT)
     assert members(db, "segment_browser_segment_v2") == {"cat@seg-b.test"}
-    expect(page.locator("#version-2")).to_contain_text("by the rule builder")
+    expect(page.locator("#version-2")).to_contain_text("by the rule builder", timeout=WAIT)
     page.locator("#version-2 summary", has_text="Changes from the previous version").click()
-    expect(page.locator("#version-2 pre.diff .add").first).to_be_visible()
+    expect(page.locator("#version-2 pre.diff .add").first).to_be_visible(timeout=WAIT)
 
     # A refused rule says why and saves nothing.
     page.locator("#builder .group.nested .condition").nth(0).locator("input.value").fill("")
     page.locator("#builder .group.nested .condition").nth(0).locator("select.field").select_option(label="Created")
     page.locator("#builder .group.nested .condition").nth(0).locator("select.op").select_option("before")
-    expect(page.locator("#preview-error")).to_contain_text("is not a date")
+    expect(page.locator("#preview-error")).to_contain_text("is not a date", timeout=WAIT)
     page.click("#save-segment")
-    expect(page.locator("#save-error")).to_contain_text("is not a date")
+    expect(page.locator("#save-error")).to_contain_text("is not a date", timeout=WAIT)
     assert db.execute("SELECT count(*) AS n FROM procedure_versions v JOIN procedures p ON p.id = v.procedure_id "
                       "WHERE p.slug = 'browser_segment'").fetchone()["n"] == 2
     assert re.search(r"/segments/\d+", page.url)
