@@ -222,6 +222,7 @@ def execute(conn, import_id: int, mapping: Mapping, has_header: bool, rows, prog
 def merge(conn, import_id: int, mapping: Mapping, total: int, rejected: int) -> dict:
     valid = total - rejected
     step = _Steps(import_id)
+    step("analyze", conn.execute, q.import_staging_analyze)
     if rejected:
         step("rejects", conn.execute, q.import_keep_rejects, {"import_id": import_id})
     addresses = step("firsts", conn.execute, q.import_firsts).rowcount

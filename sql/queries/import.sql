@@ -84,10 +84,13 @@ SET temp_buffers = '256MB';
 
 -- Sorting a million rows for the merge in memory rather than in temporary files.
 -- name: import_work_mem
-SET LOCAL work_mem = '128MB';
+SET LOCAL work_mem = '512MB';
 
--- So the planner hashes the file's addresses against the contacts rather than probing the
--- citext index once per address.
+-- Statistics of the staged rows (how many were refused, how many addresses repeat), without
+-- which the planner guesses a temporary table's sizes and sorts a million rows for nothing.
+-- name: import_staging_analyze
+ANALYZE import_staging;
+
 -- name: import_firsts_analyze
 ANALYZE import_firsts;
 
@@ -125,11 +128,11 @@ SELECT DISTINCT ON (key) key, line, email, name, status, tags, attributes,
   FROM import_staging WHERE reason IS NULL
  ORDER BY key, line;
 
--- The addresses of the file that are contacts already. A hash join: one lower() per contact,
--- where probing the citext index would cost two dozen lower() calls per address.
+-- The addresses of the file that are contacts already. (`key` compares in "C"; the citext
+-- index in the database's collation, which the comparison must name to be able to use it.)
 -- name: import_existing
 CREATE TEMP TABLE import_existing ON COMMIT DROP AS
-SELECT f.key, c.id FROM import_firsts f JOIN contacts c ON c.email = f.key::citext;
+SELECT f.key, c.id FROM import_firsts f JOIN contacts c ON c.email = f.key::citext COLLATE "default";
 
 -- New addresses become contacts from their first row. A plain INSERT, not ON CONFLICT DO
 -- NOTHING, which would search the citext index twice per row (its comparisons are most of
@@ -148,11 +151,14 @@ WITH ins AS (
 )
 INSERT INTO import_new (id) SELECT id FROM ins;
 
--- Addresses with rows still to apply: those that existed before the import, and those with
--- more than one row in the file. `inserted` marks the ones whose first row made the contact.
+-- Addresses with rows still to apply, and their contact: those that existed before the
+-- import, and those with more than one row in the file. `inserted` marks the ones whose
+-- first row made the contact; those few are found through the index, one probe each (a
+-- hash join would lower() every contact's address).
 -- name: import_pending
 CREATE TEMP TABLE import_pending ON COMMIT DROP AS
-SELECT f.key, f.line, e.id IS NULL AS inserted
+SELECT f.key, f.line, e.id IS NULL AS inserted,
+       coalesce(e.id, (SELECT c.id FROM contacts c WHERE c.email = f.key::citext COLLATE "default")) AS id
   FROM import_firsts f LEFT JOIN import_existing e ON e.key = f.key
  WHERE f.n > 1 OR e.id IS NOT NULL;
 
@@ -163,11 +169,11 @@ SELECT f.key, f.line, e.id IS NULL AS inserted
 -- unsubscribes, never becomes subscribed again.
 -- name: import_apply
 WITH applied AS (
-    SELECT s.key, s.line, s.name, s.status, coalesce(s.tags, '') AS tags, s.attributes
+    SELECT p.id, s.line, s.name, s.status, coalesce(s.tags, '') AS tags, s.attributes
       FROM import_staging s JOIN import_pending p ON p.key = s.key
      WHERE s.reason IS NULL AND NOT (p.inserted AND s.line = p.line)
 ), folded AS (
-    SELECT key,
+    SELECT id,
            (array_agg(name ORDER BY line DESC) FILTER (WHERE name <> ''))[1] AS name,
            jsonb_merge_agg(attributes ORDER BY line) AS attributes_merged,
            (array_agg(attributes ORDER BY line DESC))[1] AS attributes_last,
@@ -175,7 +181,7 @@ WITH applied AS (
            string_to_array((array_agg(tags ORDER BY line DESC))[1], E'\x1f') AS tags_last,
            (array_agg(status ORDER BY line DESC) FILTER (WHERE status IS NOT NULL))[1] AS status_last,
            (array_agg(status ORDER BY line DESC) FILTER (WHERE status <> 'subscribed'))[1] AS status_held
-      FROM applied GROUP BY key
+      FROM applied GROUP BY id
 )
 UPDATE contacts c SET
     name = coalesce(f.name, c.name),
@@ -186,7 +192,7 @@ UPDATE contacts c SET
                   ELSE coalesce(f.status_last, c.status) END,
     updated_at = now()
   FROM folded f
- WHERE c.email = f.key::citext;
+ WHERE c.id = f.id;
 
 -- Every address of the file joins the chosen lists, whatever happened to its contact.
 -- name: import_join_lists
