@@ -70,6 +70,7 @@ def test_keyset_pages_walk_a_filter_without_gaps_or_repeats(client, db, tag):
     ("q=city=Lima", ["{tag}-1@example.com", "{tag}-3@example.com", "{tag}-5@example.com", "{tag}-7@example.com",
                      "{tag}-9@example.com", "{tag}-11@example.com"]),
     ("q=n=4", ["{tag}-4@example.com"]),
+    ("q=Lima", []),  # free text is the email and the name; attributes are searched as key=value
     ("q=%25", []),  # a LIKE wildcard is searched for, not used
     ("q=_", []),
     ("status=bounced", ["{tag}-2@example.com", "{tag}-5@example.com", "{tag}-8@example.com", "{tag}-11@example.com"]),

@@ -56,8 +56,8 @@ def add(conn, email: str, name: str, attributes: dict, list_id: int | None) -> t
 
 @dataclass
 class Filter:
-    """What the contacts page shows: a search (email, name or attribute text, or
-    `key=value` for one attribute), a list, a tag and a status."""
+    """What the contacts page shows: a search (part of the email or the name, or `key=value`
+    for one attribute), a list, a tag and a status."""
     search: str = ""
     list_id: int | None = None
     tag: str = ""
