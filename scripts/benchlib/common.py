@@ -95,8 +95,13 @@ def bench_world(name: str, broker: bool = True):
             if broker:
                 delete_vhost(os.environ["AMQP_URL"])
     finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(run_id)))
+        for attempt in range(30):  # a neighbour's test may be restarting PostgreSQL right now
+            try:
+                with psycopg.connect(admin, autocommit=True) as conn:
+                    conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(run_id)))
+                break
+            except psycopg.OperationalError:
+                time.sleep(2)
         log(f"{name}: dropped {run_id}")
 
 
