@@ -396,6 +396,8 @@ def test_a_runaway_quote_late_in_the_file_fails_the_import_and_changes_nothing(c
     assert report["status"] == "failed"
     assert report["error"].startswith("line 3002 is not valid CSV")
     assert count(db, "contacts") == before
+    assert db.execute("SELECT detail FROM journal WHERE kind = 'import.failed' ORDER BY id DESC LIMIT 1"
+                      ).fetchone()["detail"] == {"import_id": report["id"], "error": report["error"]}
 
 
 # ---- addresses that exist already ------------------------------------------------------------

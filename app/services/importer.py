@@ -220,6 +220,7 @@ def execute(conn, import_id: int, mapping: Mapping, has_header: bool, rows, prog
 
 
 def merge(conn, import_id: int, mapping: Mapping, total: int, rejected: int) -> dict:
+    """The staged rows into the contacts (statements in sql/queries/import.sql); the counts."""
     valid = total - rejected
     step = _Steps(import_id)
     step("analyze", conn.execute, q.import_staging_analyze)
@@ -229,9 +230,9 @@ def merge(conn, import_id: int, mapping: Mapping, total: int, rejected: int) -> 
     conn.execute(q.import_firsts_analyze)
     step("existing", conn.execute, q.import_existing)
     inserted = step("insert", conn.execute, q.import_insert_new).rowcount
-    step("pending", conn.execute, q.import_pending)
     later = valid - inserted  # rows that met a contact which existed by then
     if later and mapping.on_existing != "skip":
+        step("pending", conn.execute, q.import_pending)
         step("apply", conn.execute, q.import_apply, {"overwrite": mapping.on_existing == "overwrite",
                                                      "tags_mapped": mapping.at("tags") is not None,
                                                      "resubscribe": mapping.resubscribe})
@@ -282,16 +283,21 @@ def run(import_id: int) -> dict | None:
                     next(rows, None)
                 return execute(conn, import_id, mapping, imp["has_header"], rows, Progress(side, import_id, fraction))
         except USER_ERRORS as exc:
-            side.execute(q.import_fail, {"id": import_id, "error": str(exc)})
+            _fail(side, import_id, str(exc))
             return None
         except Exception as exc:
             log.exception("import %s: attempt %s failed", import_id, imp["attempts"])
             reason = f"the import stopped on an internal error ({type(exc).__name__}); nothing was imported"
             if imp["attempts"] >= MAX_ATTEMPTS:
-                side.execute(q.import_fail, {"id": import_id, "error": reason})
+                _fail(side, import_id, reason)
                 return None
             side.execute(q.import_note_error, {"id": import_id, "error": reason + "; trying again"})
             raise
+
+
+def _fail(conn, import_id: int, reason: str) -> None:
+    conn.execute(q.import_fail, {"id": import_id, "error": reason})
+    journal.append(conn, [Event("import.failed", detail={"import_id": import_id, "error": reason})])
 
 
 def queue(import_id: int, mapping: Mapping, encoding: str | None, delimiter: str | None, has_header: bool) -> bool:
@@ -356,7 +362,7 @@ def quick(upload: Upload, list_id: int | None) -> tuple[dict, list]:
                     raise ImportFailed("the contacts changed while the file was imported: upload it again") from None
     except USER_ERRORS as exc:
         with pool().connection() as conn:
-            conn.execute(q.import_fail, {"id": import_id, "error": str(exc)})
+            _fail(conn, import_id, str(exc))
         raise
     with pool().connection() as conn:
         rejects = conn.execute(q.import_rejects_page, {"import_id": import_id, "after": 0, "limit": 50}).fetchall()
