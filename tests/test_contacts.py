@@ -239,3 +239,22 @@ def test_one_contacts_data_as_json_and_erasure(client, db, tag):
     with pytest.raises(psycopg.errors.InsufficientPrivilege):
         db.execute("UPDATE journal SET email = 'x' WHERE kind = 'contact.erased'")
     assert client.post(f"/contacts/{cid}/erase", data={"confirm": email}).status_code == 404
+
+
+def test_a_bulk_action_on_a_large_filter_runs_in_a_worker(client, db, tag, workers, monkeypatch):
+    """Past BULK_INLINE_MAX contacts (10,000; 3 here) a filter's bulk action leaves the request
+    to a real worker, and changes every contact of the filter at once."""
+    from app.services import contact
+    from tests.conftest import wait_for
+
+    monkeypatch.setattr(contact, "BULK_INLINE_MAX", 3)
+    make(db, tag, 9)
+    list_id = db.execute("INSERT INTO lists (name) VALUES (%s) RETURNING id", (tag,)).fetchone()["id"]
+    r = client.post(f"/contacts/bulk?tag={tag}", data={"action": "add_list", "scope": "filter", "list_id": list_id},
+                    follow_redirects=True)
+    assert any("a worker does it in the background" in a for a in alerts(r)), alerts(r)
+    wait_for(lambda: db.execute("SELECT count(*) AS n FROM list_members WHERE list_id = %s",
+                                (list_id,)).fetchone()["n"] == 9, 60, message="the background bulk action")
+    r = client.post(f"/contacts/bulk?tag={tag}", data={"action": "add_list", "scope": "selected", "list_id": list_id,
+                                                        "ids": [str(i) for i in range(1, 6)]}, follow_redirects=True)
+    assert not any("background" in a for a in alerts(r))  # a selection is always done in the request

@@ -22,6 +22,7 @@ from .sheets import spreadsheet_safe
 
 PAGE = 50
 COUNT_CAP = 10_000
+BULK_INLINE_MAX = 10_000  # contacts a bulk action changes in the request; more go to a worker
 BIGINT_MAX = 2**63 - 1
 
 
@@ -124,15 +125,19 @@ BULK = {"add_list": q.contact_bulk_add_list, "remove_list": q.contact_bulk_remov
         "add_tag": q.contact_bulk_add_tag, "remove_tag": q.contact_bulk_remove_tag, "delete": q.contact_bulk_delete}
 
 
-def bulk(action: str, f: Filter, ids: list | None, list_id: int | None, tag: str | None) -> int:
-    """Apply one action to the selection (`ids`) or, when ids is None, to the whole filter.
-    One statement, so it is all or nothing. Returns how many rows changed."""
+def check_bulk(action: str, ids: list | None, list_id: int | None, tag: str | None) -> None:
     if action in ("add_list", "remove_list") and not list_id:
         raise ContactError("choose the list")
     if action in ("add_tag", "remove_tag") and not (tag and tag.strip()):
         raise ContactError("give the tag")
     if ids is not None and not ids:
         raise ContactError("tick at least one contact, or act on the whole filter")
+
+
+def bulk(action: str, f: Filter, ids: list | None, list_id: int | None, tag: str | None) -> int:
+    """Apply one action to the selection (`ids`) or, when ids is None, to the whole filter.
+    One statement, so it is all or nothing. Returns how many rows changed."""
+    check_bulk(action, ids, list_id, tag)
     params = {**(Filter() if ids is not None else f).params(ids), "list_id_target": list_id,
               "tag_target": (tag or "").strip()}
     with pool().connection() as conn:
@@ -141,6 +146,15 @@ def bulk(action: str, f: Filter, ids: list | None, list_id: int | None, tag: str
             journal.append(conn, [Event("contacts.deleted", source="ui", detail={"count": n, "filter": f.args(),
                                                                                   "selected": ids is not None})])
     return n
+
+
+def bulk_later(action: str, f: Filter, list_id: int | None, tag: str | None) -> None:
+    """A bulk action on a filter too large for a web request (a million list memberships take
+    about a minute): the same statement, run by a worker (queue `imports`)."""
+    from consumers.importer import bulk_contacts  # the web app only publishes
+
+    check_bulk(action, None, list_id, tag)
+    bulk_contacts.send(action, f.args(), list_id, tag)
 
 
 # --- export ----------------------------------------------------------------------------------

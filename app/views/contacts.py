@@ -114,12 +114,18 @@ def bulk():
     elif form.action.data == "delete" and f.empty():
         flash("Set a filter first: deleting every contact at once is not offered.", "error")
         return redirect(url_for(".index", **f.args()))
+    what = BULK_ACTIONS[form.action.data].capitalize()
     try:
+        if ids is None and contacts.count(f) > contacts.BULK_INLINE_MAX:
+            contacts.bulk_later(form.action.data, f, form.list_id.data, form.tag.data)
+            flash(f"{what}: more than {contacts.BULK_INLINE_MAX:,} contacts, so a worker does it in the "
+                  "background; the contacts change all at once when it is done.", "ok")
+            return redirect(url_for(".index", **f.args()))
         n = contacts.bulk(form.action.data, f, ids, form.list_id.data, form.tag.data)
     except ContactError as exc:
         flash(f"Nothing changed: {exc}.", "error")
         return redirect(url_for(".index", **f.args()))
-    flash(f"{BULK_ACTIONS[form.action.data].capitalize()}: {n} contact(s) changed.", "ok")
+    flash(f"{what}: {n} contact(s) changed.", "ok")
     return redirect(url_for(".index", **f.args()))
 
 
