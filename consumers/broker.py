@@ -22,11 +22,12 @@ if os.environ.get("DRAMATIQ_STUB") == "1":  # pure unit tests only
 
     broker = StubBroker()
 else:
-    from .heartbeat import Heartbeat
+    from .heartbeat import Activity, Heartbeat
     from .messages import ValidateMessages
 
     broker = RabbitmqBroker(url=Config.AMQP_URL, confirm_delivery=True)
     broker.add_middleware(ValidateMessages())
     broker.add_middleware(CurrentMessage())
     broker.add_middleware(Heartbeat())
+    broker.add_middleware(Activity())
 dramatiq.set_broker(broker)

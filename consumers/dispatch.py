@@ -158,11 +158,13 @@ class _Batch:
                 ids = [e["d"] for e in claim]
                 params = {"ids": ids, "campaign_id": cid, "claimed_by": self.claimed_by}
                 rows = conn.execute(q.delivery_claim, params).fetchall()
+                status = "running"
                 if len(rows) < len(ids):
                     rows += conn.execute(q.delivery_claimed_by, params).fetchall()
-                    self.stopped = conn.execute(q.campaign_status, {"id": cid}).fetchone()["status"] != "running"
+                    status = conn.execute(q.campaign_status, {"id": cid}).fetchone()["status"]
+                    self.stopped = status != "running"
                 claimed = {r["id"]: (r["attempts"], r["round_attempt"]) for r in rows}
-                if not self.stopped:
+                if status in ("running", "completed"):  # paused or stopped: open, not duplicates
                     events += [Event("delivery.duplicate_dropped", cid, e["d"], e["to"], source="dispatch",
                                      detail={"message": self.source_message},
                                      key=f"dup.{self.source_message}.{e['d']}" if self.source_message else None)

@@ -1,4 +1,5 @@
-"""Worker heartbeats: how the scheduler tells a dead worker's claims from a slow one's.
+"""Worker heartbeats: how the scheduler tells a dead worker's claims from a slow one's, and
+campaign activity: how it tells a campaign with work in flight from one whose work was purged.
 
 Each worker process writes `worker_heartbeats.seen_at` every HEARTBEAT_SECONDS and tags
 its claims with its id. When a process dies (kill -9, OOM, power), its heartbeat stops and
@@ -10,6 +11,7 @@ import os
 import secrets
 import socket
 import threading
+import time
 
 from dramatiq.middleware import Middleware
 
@@ -54,3 +56,27 @@ class Heartbeat(Middleware):
             execute(q.heartbeat_forget, {"worker_id": worker_id()})
         except Exception as exc:
             log.warning("heartbeat not removed: %s", exc)
+
+
+class Activity(Middleware):
+    """Note in PostgreSQL that a worker picked up a message of a campaign (at most twice a
+    second per process and campaign), before the actor runs: the purge watch
+    (consumers/purge.py) takes it as progress."""
+
+    ACTORS = {"enqueue_campaign", "prepare", "dispatch", "dispatch_urgent"}
+    EVERY = 0.5
+
+    def __init__(self):
+        self._last: dict[int, float] = {}
+
+    def before_process_message(self, broker, message):
+        if message.actor_name not in self.ACTORS or not message.args:
+            return
+        campaign_id, now = message.args[0], time.monotonic()
+        if now - self._last.get(campaign_id, 0.0) < self.EVERY:
+            return
+        self._last[campaign_id] = now
+        try:
+            execute(q.activity_touch, {"id": campaign_id})
+        except Exception as exc:  # the actor itself will meet the same database and retry
+            log.warning("campaign activity not written: %s", exc)

@@ -20,16 +20,24 @@ from .dispatch import dispatch, dispatch_urgent
 @dramatiq.actor(queue_name="enqueue", max_retries=20, min_backoff=1000, max_backoff=60_000)
 def enqueue_campaign(campaign_id: int, after: int = 0):
     """Publish prepare batches for the open deliveries, streaming by id, ENQUEUE_PAGES batches
-    per message: a continuation message carries on from the last id. So a purge of `enqueue`
-    stops the stream after at most one piece, and no message runs for long."""
-    size = Config.PREPARE_BATCH
-    for _ in range(Config.ENQUEUE_PAGES):
+    per message. The continuation (the next piece, from the last id read) is published before
+    this piece's batches, so a purge of `enqueue` ends the stream with this piece: at most
+    ENQUEUE_PAGES batches go out after it. No message runs for long either."""
+    if not state.is_running(campaign_id):
+        return
+    pages, cursor = [], after
+    with pool().connection() as conn:
+        for _ in range(Config.ENQUEUE_PAGES):
+            rows = conn.execute(q.delivery_open_page, {"campaign_id": campaign_id, "after": cursor,
+                                                       "limit": Config.PREPARE_BATCH}).fetchall()
+            if not rows:
+                break
+            pages.append(rows)
+            cursor = rows[-1]["id"]
+    if len(pages) == Config.ENQUEUE_PAGES:  # there may be more
+        enqueue_campaign.send(campaign_id, cursor)
+    for rows in pages:
         if not state.is_running(campaign_id):
-            return
-        with pool().connection() as conn:
-            rows = conn.execute(
-                q.delivery_open_page, {"campaign_id": campaign_id, "after": after, "limit": size}).fetchall()
-        if not rows:
             return
         due = [r["id"] for r in rows if not r["wait_ms"]]
         if due:
@@ -38,8 +46,6 @@ def enqueue_campaign(campaign_id: int, after: int = 0):
         if waiting:  # retries keep what is left of their backoff
             prepare.send_with_options(args=(campaign_id, [r["id"] for r in waiting]),
                                       delay=max(r["wait_ms"] for r in waiting))
-        after = rows[-1]["id"]
-    enqueue_campaign.send(campaign_id, after)
 
 
 @dramatiq.actor(queue_name="prepare", max_retries=20, min_backoff=1000, max_backoff=60_000)

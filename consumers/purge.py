@@ -7,7 +7,9 @@ A campaign is taken as purged when, for PURGE_CONFIRM_SECONDS on end:
 - its due open deliveries (queued, or retry past its due time) outnumber what every
   message in the work queues could still carry (PREPARE_BATCH deliveries each, counting
   ready and unacknowledged messages, delay queues included), with no `enqueue` job left;
-- and nothing of it was journaled (no outcome, no control): it made no progress.
+- and it made no progress: nothing of it was journaled (no outcome, no control) and no
+  worker picked up one of its messages (`campaign_activity`, written by a middleware as a
+  message is taken, so work in flight counts even before it records anything).
 
 The window is longer than the management API's statistics interval (5 s), so a stale zero
 right after a start or resume cannot trigger it. Then the campaign is stopped through the
@@ -32,7 +34,7 @@ ENQUEUERS = ("enqueue", "enqueue.DQ")
 
 class PurgeWatch:
     def __init__(self):
-        self.suspects: dict[int, tuple[float, int | None]] = {}  # campaign -> (since, last journal id)
+        self.suspects: dict[int, tuple[float, tuple]] = {}  # campaign -> (since, progress marker)
 
     def depths(self) -> dict[str, int] | None:
         try:
@@ -55,7 +57,7 @@ class PurgeWatch:
         for cid in set(self.suspects) - running:
             del self.suspects[cid]
         for cid in running:
-            last = conn.execute(q.purge_last_event, {"id": cid}).fetchone()["id"]
+            last = tuple(conn.execute(q.purge_progress, {"id": cid}).fetchone().values())
             since, seen = self.suspects.get(cid, (now, None))
             if seen != last:  # progress (or first look): watch from now
                 self.suspects[cid] = (now, last)

@@ -140,6 +140,13 @@ def enqueue(campaign_id: int) -> None:
 
 
 def complete_if_done(conn, campaign_id: int) -> bool:
+    """Complete a running campaign with nothing open. The campaign row is locked before the
+    final check, whose snapshot is then taken after any replay or resend that was reopening
+    deliveries (they hold the same lock): a READ COMMITTED subquery would otherwise miss them."""
+    if conn.execute(q.campaign_has_open, {"id": campaign_id}).fetchone()["open"]:
+        return False
+    if not conn.execute(q.campaign_lock_running, {"id": campaign_id}).fetchone():
+        return False
     done = conn.execute(q.campaign_complete_if_done, {"id": campaign_id}).fetchone()
     if done:
         # No dedupe key: the guarded UPDATE completes a run only once, and a campaign reopened

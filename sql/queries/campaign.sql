@@ -34,13 +34,23 @@ UPDATE campaigns SET status = %(status)s,
  WHERE id = %(id)s;
 
 -- Completes a running campaign when nothing is open or in flight. Safe to race: the
--- last worker to commit an outcome sees every other outcome.
+-- last worker to commit an outcome sees every other outcome. Run it after
+-- campaign_lock_running in the same transaction: a replay or resend reopening deliveries
+-- holds that lock until it commits, and this statement's own snapshot then sees them.
 -- name: campaign_complete_if_done
 UPDATE campaigns SET status = 'completed', finished_at = now()
  WHERE id = %(id)s AND status = 'running'
    AND NOT EXISTS (SELECT 1 FROM deliveries d
                     WHERE d.campaign_id = %(id)s AND d.status IN ('queued', 'retry', 'sending'))
 RETURNING id;
+
+-- The cheap test before taking the lock: most calls find work still open and stop here.
+-- name: campaign_has_open
+SELECT EXISTS (SELECT 1 FROM deliveries d
+                WHERE d.campaign_id = %(id)s AND d.status IN ('queued', 'retry', 'sending')) AS open;
+
+-- name: campaign_lock_running
+SELECT id FROM campaigns WHERE id = %(id)s AND status = 'running' FOR UPDATE;
 
 -- name: campaign_counts
 SELECT status, sum(delta)::bigint AS n FROM delivery_counts

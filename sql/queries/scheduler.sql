@@ -28,8 +28,10 @@ SELECT count(*) AS n FROM (
        AND (next_attempt_at IS NULL OR next_attempt_at < now() - interval '30 seconds')
      LIMIT %(limit)s) due;
 
--- name: purge_last_event
-SELECT max(id) AS id FROM journal WHERE campaign_id = %(id)s;
+-- Progress of a campaign: its last journal event and when a worker last picked up its work.
+-- name: purge_progress
+SELECT (SELECT max(id) FROM journal WHERE campaign_id = %(id)s) AS event,
+       (SELECT at FROM campaign_activity WHERE campaign_id = %(id)s) AS touched;
 
 -- name: scheduler_now
 SELECT now() AS t;
