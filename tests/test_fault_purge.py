@@ -16,7 +16,7 @@ BOUND = PROCESSES * PREFETCH * 2 * BATCH + PAGES * BATCH
 
 
 def test_purge_stops_sending_then_resume_sends_the_rest_once(client, db, smtp, workers, services):
-    env = {"SMTP_URLS": os.environ["SMTP_URL"] + "&rate=100", "dramatiq_queue_prefetch": str(PREFETCH),
+    env = {"SMTP_URLS": os.environ["SMTP_URL"] + "&rate=200", "dramatiq_queue_prefetch": str(PREFETCH),
            "PREPARE_BATCH": str(BATCH), "ENQUEUE_PAGES": str(PAGES)}
     workers.stop()
     workers.start_more(processes=PROCESSES, extra_env=env)
