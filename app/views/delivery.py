@@ -107,25 +107,23 @@ def replay_all(campaign_id):
     return redirect(url_for(".dead_letters", campaign=campaign_id))
 
 
-@bp.route("/campaigns/<int:campaign_id>/unknown/resend", methods=["POST"])
-def resend_unknown(campaign_id):
+def _settle_unknown(campaign_id: int, settle, done: str, refused: str):
+    """Resend or mark-as-sent for one unknown delivery (form field `delivery`) or all of them."""
     _campaign(campaign_id)
     _checked_post()
     try:
-        n = delivery.resend_unknown("ui", campaign_id, _optional_id("delivery"))
-        flash(f"{n} unknown {'delivery' if n == 1 else 'deliveries'} queued to be sent again.", "ok")
+        n = settle("ui", campaign_id, _optional_id("delivery"))
+        flash(f"{n} unknown {'delivery' if n == 1 else 'deliveries'} {done}.", "ok")
     except DeliveryError as exc:
-        flash(f"Not resent: {exc}.", "error")
+        flash(f"{refused}: {exc}.", "error")
     return redirect(url_for("campaigns.show", campaign_id=campaign_id))
+
+
+@bp.route("/campaigns/<int:campaign_id>/unknown/resend", methods=["POST"])
+def resend_unknown(campaign_id):
+    return _settle_unknown(campaign_id, delivery.resend_unknown, "queued to be sent again", "Not resent")
 
 
 @bp.route("/campaigns/<int:campaign_id>/unknown/mark-sent", methods=["POST"])
 def mark_unknown_sent(campaign_id):
-    _campaign(campaign_id)
-    _checked_post()
-    try:
-        n = delivery.mark_unknown_sent("ui", campaign_id, _optional_id("delivery"))
-        flash(f"{n} unknown {'delivery' if n == 1 else 'deliveries'} marked as sent.", "ok")
-    except DeliveryError as exc:
-        flash(f"Not marked: {exc}.", "error")
-    return redirect(url_for("campaigns.show", campaign_id=campaign_id))
+    return _settle_unknown(campaign_id, delivery.mark_unknown_sent, "marked as sent", "Not marked")
