@@ -98,9 +98,10 @@ class _Batch:
         self.claimed_by = f"{worker_id()}/{secrets.token_hex(4)}"
         self.source_message = _message_id()
         self.stopped = False  # a claim found the campaign paused or stopped
+        self.claimed_any = False  # its claims are noted in delivery_claims until settled
 
     def commit(self, outcomes: list[Outcome], unclaimed: list[int], claim: list[dict],
-               smtp_events: list[tuple[str, dict]]) -> dict[int, tuple[int, int]]:
+               smtp_events: list[tuple[str, dict]], release: bool = False) -> dict[int, tuple[int, int]]:
         """Write outcomes and claim the next chunk in one transaction, retried while the
         database is unreachable (we hold the truth about what was sent). Every write is
         idempotent, so a retry after a commit whose answer was lost changes nothing."""
@@ -108,7 +109,7 @@ class _Batch:
         pause = 0.5
         while True:
             try:
-                return self._commit(outcomes, unclaimed, claim, smtp_events)
+                return self._commit(outcomes, unclaimed, claim, smtp_events, release)
             except psycopg.OperationalError as exc:
                 if time.monotonic() > deadline:
                     raise
@@ -116,7 +117,7 @@ class _Batch:
                 time.sleep(pause)
                 pause = min(pause * 2, 5.0)
 
-    def _commit(self, outcomes, unclaimed, claim, smtp_events):
+    def _commit(self, outcomes, unclaimed, claim, smtp_events, release):
         cid = self.campaign_id
         events = [Event(kind, cid, source="dispatch", detail=detail) for kind, detail in smtp_events]
         with pool().connection() as conn:
@@ -138,6 +139,8 @@ class _Batch:
                            for o in outcomes]
             if unclaimed:
                 conn.execute(q.delivery_unclaim, {"ids": unclaimed, "claimed_by": self.claimed_by})
+            if release:
+                conn.execute(q.delivery_claim_release, {"claimed_by": self.claimed_by})
             suppress = [o.email["to"] for o in outcomes if o.suppress]
             if suppress:
                 conn.execute(q.suppression_add_bounces, {"emails": suppress})
@@ -164,6 +167,7 @@ class _Batch:
                     status = conn.execute(q.campaign_status, {"id": cid}).fetchone()["status"]
                     self.stopped = status != "running"
                 claimed = {r["id"]: (r["attempts"], r["round_attempt"]) for r in rows}
+                self.claimed_any = self.claimed_any or bool(claimed)
                 if status in ("running", "completed"):  # paused or stopped: open, not duplicates
                     events += [Event("delivery.duplicate_dropped", cid, e["d"], e["to"], source="dispatch",
                                      detail={"message": self.source_message},
@@ -283,8 +287,8 @@ def _drop_duplicates(campaign_id: int, emails: list[dict]) -> None:
 
 
 def _settle(batch: _Batch, campaign_id: int, outcomes: list[Outcome], untried: list[dict], actor) -> None:
-    if outcomes or untried:
-        batch.commit(outcomes, [e["d"] for e in untried], [], smtp_pool().drain_events())
+    if outcomes or untried or batch.claimed_any:
+        batch.commit(outcomes, [e["d"] for e in untried], [], smtp_pool().drain_events(), release=True)
         _publish_after_commit(campaign_id, outcomes, actor)
     outcomes.clear()
     untried.clear()

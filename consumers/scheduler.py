@@ -42,6 +42,7 @@ def tick(conn, watch: PurgeWatch, connected_at) -> None:
         journal.append(conn, [Event("delivery.unknown", r["campaign_id"], r["id"], r["email"], source="scheduler",
                                     detail={"claimed_at": r["claimed_at"].isoformat(), "claimed_by": r["claimed_by"]},
                                     key=f"d{r['id']}.a{r['attempts']}.unknown") for r in stale])
+        conn.execute(q.scheduler_claims_prune)
         conn.execute(q.heartbeat_prune)
     for row in conn.execute(q.scheduler_running_campaigns).fetchall():
         with conn.transaction():

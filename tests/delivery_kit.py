@@ -68,7 +68,13 @@ def assert_nothing_lost_nothing_doubled(db, smtp, cid: int, allow_unknown: bool 
     assert not open_rows, f"left open: {open_rows[:10]}"
     if not allow_unknown:
         assert not [a for a, r in rows.items() if r["status"] == "unknown"]
-    return Counter(r["status"] for r in rows.values())
+    by_status = Counter(r["status"] for r in rows.values())
+    # Completion reads the counters, never the rows: they must agree exactly.
+    counters = {r["status"]: r["n"] for r in db.execute(
+        "SELECT status, sum(delta)::bigint AS n FROM delivery_counts WHERE campaign_id = %s"
+        " GROUP BY status HAVING sum(delta) <> 0", (cid,)).fetchall()}
+    assert counters == dict(by_status), f"counters {counters} disagree with the rows {dict(by_status)}"
+    return by_status
 
 
 def publish(routing_key: str, body: bytes, exchange: str = "") -> None:

@@ -58,6 +58,8 @@ def test_campaign_reaches_every_subscribed_recipient_once(client, db, smtp, work
     r = client.post(f"/campaigns/{cid}/send", follow_redirects=True)
     assert b"Sending to 196 recipients" in r.data
     wait_for(lambda: campaign_status(db, cid) == "completed", timeout=120, message="campaign completed")
+    assert db.execute("SELECT count(*) AS n FROM delivery_claims WHERE campaign_id = %s",
+                      (cid,)).fetchone()["n"] == 0, "every batch settles its claims"
 
     assert smtp.count() == 196
     received = {m["To"].addresses[0].addr_spec.lower(): m for m in smtp.parsed()}

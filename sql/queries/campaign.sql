@@ -40,14 +40,15 @@ UPDATE campaigns SET status = %(status)s,
 -- name: campaign_complete_if_done
 UPDATE campaigns SET status = 'completed', finished_at = now()
  WHERE id = %(id)s AND status = 'running'
-   AND NOT EXISTS (SELECT 1 FROM deliveries d
-                    WHERE d.campaign_id = %(id)s AND d.status IN ('queued', 'retry', 'sending'))
+   AND (SELECT coalesce(sum(delta), 0) FROM delivery_counts
+         WHERE campaign_id = %(id)s AND status IN ('queued', 'retry', 'sending')) = 0
 RETURNING id;
 
 -- The cheap test before taking the lock: most calls find work still open and stop here.
+-- Both read the counters, which commit with every status change (migration 014).
 -- name: campaign_has_open
-SELECT EXISTS (SELECT 1 FROM deliveries d
-                WHERE d.campaign_id = %(id)s AND d.status IN ('queued', 'retry', 'sending')) AS open;
+SELECT coalesce(sum(delta), 0) > 0 AS open FROM delivery_counts
+ WHERE campaign_id = %(id)s AND status IN ('queued', 'retry', 'sending');
 
 -- name: campaign_lock_running
 SELECT id FROM campaigns WHERE id = %(id)s AND status = 'running' FOR UPDATE;

@@ -19,16 +19,25 @@ SELECT d.id, d.email, c.id AS contact_id, c.name, c.status, c.attributes, c.tags
 -- Only while the campaign runs: the share lock makes a pause or stop (which locks the row
 -- for update) wait for claims in progress and refuse every claim after it, so the counts it
 -- journals are exact and nothing is claimed once it has committed.
--- `campaign_id + 0` keeps the lookup on the primary key: right after a large materialise the
--- statistics still say "nothing open", and the planner then preferred deliveries_unfinished
--- and read every open delivery of the campaign for each chunk (150 ms per 10-email claim at
--- 60,000 open, most of PostgreSQL's time in `scripts/bench send`; 0.1 ms this way).
+-- What was claimed is noted in delivery_claims (one row per batch), where the scheduler
+-- finds the claims of a worker that died.
 -- name: delivery_claim
-WITH running AS (SELECT id FROM campaigns WHERE id = %(campaign_id)s AND status = 'running' FOR SHARE)
-UPDATE deliveries SET status = 'sending', attempts = attempts + 1, claimed_at = now(),
-       claimed_by = %(claimed_by)s, updated_at = now()
- WHERE id = ANY(%(ids)s) AND campaign_id + 0 IN (SELECT id FROM running) AND status IN ('queued', 'retry')
-RETURNING id, attempts, attempts - attempt_floor AS round_attempt;
+WITH running AS (SELECT id FROM campaigns WHERE id = %(campaign_id)s AND status = 'running' FOR SHARE),
+claimed AS (
+    UPDATE deliveries SET status = 'sending', attempts = attempts + 1, claimed_at = now(),
+           claimed_by = %(claimed_by)s, updated_at = now()
+     WHERE id = ANY(%(ids)s) AND campaign_id = (SELECT id FROM running) AND status IN ('queued', 'retry')
+    RETURNING id, attempts, attempts - attempt_floor AS round_attempt
+), noted AS (
+    INSERT INTO delivery_claims (claimed_by, campaign_id, ids)
+    SELECT %(claimed_by)s, %(campaign_id)s, array_agg(id) FROM claimed HAVING count(*) > 0
+    ON CONFLICT (claimed_by) DO UPDATE SET ids = delivery_claims.ids || excluded.ids
+)
+SELECT * FROM claimed;
+
+-- A batch's claims are settled (its last outcomes are in the same transaction).
+-- name: delivery_claim_release
+DELETE FROM delivery_claims WHERE claimed_by = %(claimed_by)s;
 
 -- name: delivery_claimed_by
 SELECT id, attempts, attempts - attempt_floor AS round_attempt FROM deliveries
