@@ -1,0 +1,104 @@
+"""Claims in flight live in delivery_claims, one row per dispatch batch (migration 014): the
+scheduler finds a dead worker's claims there, never by scanning deliveries, and completion
+reads the counters. These tests drive the SQL directly against the real PostgreSQL."""
+from datetime import datetime, timedelta, timezone
+
+from app.db import pool, q
+from app.services import campaign as campaigns
+
+LONG_AGO = datetime.now(timezone.utc) - timedelta(hours=1)
+
+
+def running_campaign(db, n: int, prefix: str) -> tuple[int, list[int]]:
+    cid = db.execute("INSERT INTO campaigns (name, from_email, subject) VALUES (%s, 'a@example.org', 's') "
+                     "RETURNING id", (prefix,)).fetchone()["id"]
+    db.execute("UPDATE campaigns SET status = 'running' WHERE id = %s", (cid,))
+    ids = [r["id"] for r in db.execute(
+        "INSERT INTO deliveries (campaign_id, email) SELECT %s, %s || g || '@example.org' "
+        "FROM generate_series(1, %s) g RETURNING id", (cid, prefix, n))]
+    return cid, ids
+
+
+def claim(ids, cid, claimed_by) -> list[dict]:
+    with pool().connection() as conn:
+        return conn.execute(q.delivery_claim, {"ids": ids, "campaign_id": cid, "claimed_by": claimed_by}).fetchall()
+
+
+def mark_unknown(grace="30 minutes", dead_after="20 seconds", connected_at=LONG_AGO) -> list[dict]:
+    with pool().connection() as conn:
+        return conn.execute(q.scheduler_mark_unknown, {"grace": grace, "dead_after": dead_after,
+                                                       "connected_at": connected_at}).fetchall()
+
+
+def statuses(db, ids) -> dict:
+    return {r["id"]: r["status"] for r in db.execute("SELECT id, status FROM deliveries WHERE id = ANY(%s)", (ids,))}
+
+
+def test_a_claim_notes_its_ids_until_the_batch_settles(db):
+    cid, ids = running_campaign(db, 30, "note")
+    assert len(claim(ids[:10], cid, "w1/a")) == 10
+    assert len(claim(ids[10:20], cid, "w1/a")) == 10  # the batch's next chunk joins its row
+    assert claim(ids[:10], cid, "w2/b") == []  # already claimed: nothing, and no row for w2/b
+    rows = db.execute("SELECT claimed_by, ids FROM delivery_claims WHERE campaign_id = %s", (cid,)).fetchall()
+    assert rows == [{"claimed_by": "w1/a", "ids": ids[:20]}]
+    with pool().connection() as conn:
+        conn.execute(q.delivery_claim_release, {"claimed_by": "w1/a"})
+    assert db.execute("SELECT count(*) AS n FROM delivery_claims WHERE campaign_id = %s", (cid,)).fetchone()["n"] == 0
+
+
+def test_a_dead_workers_claims_become_unknown_and_its_row_goes(db):
+    cid, ids = running_campaign(db, 20, "dead")
+    claim(ids[:10], cid, "gone-worker/x")
+    claim(ids[10:], cid, "live-worker/y")
+    db.execute("INSERT INTO worker_heartbeats (worker_id, host, pid) VALUES ('live-worker', 'h', 1)")
+    db.execute("UPDATE deliveries SET claimed_at = now() - interval '1 minute' WHERE id = ANY(%s)", (ids,))
+    db.execute("UPDATE delivery_claims SET claimed_at = now() - interval '2 minutes' WHERE campaign_id = %s", (cid,))
+
+    # Right after the scheduler (re)connected, silence proves nothing: no verdict yet.
+    assert mark_unknown(connected_at=datetime.now(timezone.utc)) == []
+    marked = mark_unknown()
+    assert sorted(r["id"] for r in marked) == ids[:10]
+    assert set(statuses(db, ids[:10]).values()) == {"unknown"}
+    assert set(statuses(db, ids[10:]).values()) == {"sending"}  # its worker beats: still in flight
+    assert mark_unknown() == []  # nothing twice
+
+    with pool().connection() as conn:
+        conn.execute(q.scheduler_claims_prune)
+    left = db.execute("SELECT claimed_by FROM delivery_claims WHERE campaign_id = %s", (cid,)).fetchall()
+    assert left == [{"claimed_by": "live-worker/y"}]
+
+
+def test_a_claim_older_than_any_send_is_unknown_even_with_a_live_worker(db):
+    cid, ids = running_campaign(db, 10, "grace")
+    claim(ids, cid, "slow-worker/z")
+    db.execute("INSERT INTO worker_heartbeats (worker_id, host, pid) VALUES ('slow-worker', 'h', 1)")
+    assert mark_unknown(grace="1 hour") == []
+    db.execute("UPDATE deliveries SET claimed_at = now() - interval '2 hours' WHERE id = ANY(%s)", (ids[:4],))
+    db.execute("UPDATE delivery_claims SET claimed_at = now() - interval '2 hours' WHERE campaign_id = %s", (cid,))
+    assert sorted(r["id"] for r in mark_unknown(grace="1 hour")) == ids[:4]
+    # The worker reports the truth later: the outcome still lands on an unknown delivery.
+    with pool().connection() as conn:
+        conn.execute(q.delivery_record_outcomes, {
+            "ids": ids, "statuses": ["sent"] * 10, "replies": ["250 ok"] * 10, "errors": [None] * 10,
+            "message_ids": [None] * 10, "not_tried": [0] * 10, "wait_ms": [None] * 10,
+            "claimed_by": "slow-worker/z"})
+    assert set(statuses(db, ids).values()) == {"sent"}
+
+
+def test_completion_follows_the_counters_of_open_and_in_flight_deliveries(db):
+    cid, ids = running_campaign(db, 6, "done")
+    with pool().connection() as conn:
+        assert not campaigns.complete_if_done(conn, cid)  # queued
+    claim(ids, cid, "w/c")
+    with pool().connection() as conn:
+        assert not campaigns.complete_if_done(conn, cid)  # sending
+        conn.execute(q.delivery_record_outcomes, {
+            "ids": ids[:5], "statuses": ["sent"] * 5, "replies": ["250 ok"] * 5, "errors": [None] * 5,
+            "message_ids": [None] * 5, "not_tried": [0] * 5, "wait_ms": [None] * 5, "claimed_by": "w/c"})
+        assert not campaigns.complete_if_done(conn, cid)  # one still in flight
+        conn.execute(q.campaign_counts_fold, {"id": cid})
+        conn.execute(q.delivery_record_outcomes, {
+            "ids": ids[5:], "statuses": ["failed"], "replies": ["550 no"], "errors": ["550 no"],
+            "message_ids": [None], "not_tried": [0], "wait_ms": [None], "claimed_by": "w/c"})
+        assert campaigns.complete_if_done(conn, cid)
+    assert db.execute("SELECT status FROM campaigns WHERE id = %s", (cid,)).fetchone()["status"] == "completed"
