@@ -12,6 +12,7 @@ Outcomes: 2xx sent; 4xx, refused, timeout or dropped mid-DATA retried through th
 max_attempts; then `dead`, recorded as a dead letter and copied to `dispatch.XQ`. A 5xx
 fails at once; a 550-class "no such user" also suppresses the address.
 """
+import json
 import logging
 import random
 import secrets
@@ -80,6 +81,13 @@ class Outcome:
     suppress: bool = False
 
     @property
+    def row(self) -> dict:
+        """As delivery_record_outcomes reads it (it journals the outcome too)."""
+        return {"id": self.email["d"], "email": self.email["to"], "status": self.status, "reply": self.reply,
+                "message_id": self.message_id, "attempt": self.attempt, "not_tried": int(self.not_tried),
+                "wait_ms": self.wait_ms}
+
+    @property
     def key(self) -> str | None:
         """One outcome per attempt; a deferral is no attempt and may happen again."""
         return None if self.not_tried else f"d{self.email['d']}.a{self.attempt}.{self.status}"
@@ -123,20 +131,8 @@ class _Batch:
         with pool().connection() as conn:
             if outcomes:
                 conn.execute(q.delivery_record_outcomes, {
-                    "ids": [o.email["d"] for o in outcomes],
-                    "statuses": [o.status for o in outcomes],
-                    "replies": [o.reply for o in outcomes],
-                    "errors": [None if o.status == "sent" else o.reply for o in outcomes],
-                    "message_ids": [o.message_id for o in outcomes],
-                    "not_tried": [int(o.not_tried) for o in outcomes],
-                    "wait_ms": [o.wait_ms for o in outcomes],
-                    "claimed_by": self.claimed_by,
-                })
-                events += [Event("delivery.deferred" if o.not_tried else "delivery." + o.status, cid,
-                                 o.email["d"], o.email["to"], source="dispatch", key=o.key,
-                                 detail={"attempt": o.attempt - o.not_tried, "reply": o.reply,
-                                         "message_id": o.message_id, "retry_in_ms": o.wait_ms})
-                           for o in outcomes]
+                    "outcomes": json.dumps([o.row for o in outcomes]), "claimed_by": self.claimed_by,
+                    "campaign_id": cid})
             if unclaimed:
                 conn.execute(q.delivery_unclaim, {"ids": unclaimed, "claimed_by": self.claimed_by})
             if release:

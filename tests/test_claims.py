@@ -1,6 +1,7 @@
 """Claims in flight live in delivery_claims, one row per dispatch batch (migration 014): the
 scheduler finds a dead worker's claims there, never by scanning deliveries, and completion
 reads the counters. These tests drive the SQL directly against the real PostgreSQL."""
+import json
 from datetime import datetime, timedelta, timezone
 
 from app.db import pool, q
@@ -28,6 +29,12 @@ def mark_unknown(grace="30 minutes", dead_after="20 seconds", connected_at=LONG_
     with pool().connection() as conn:
         return conn.execute(q.scheduler_mark_unknown, {"grace": grace, "dead_after": dead_after,
                                                        "connected_at": connected_at}).fetchall()
+
+
+def record(conn, ids, status, reply, claimed_by, cid):
+    conn.execute(q.delivery_record_outcomes, {"claimed_by": claimed_by, "campaign_id": cid, "outcomes": json.dumps([
+        {"id": i, "email": f"{i}@example.org", "status": status, "reply": reply, "message_id": None, "attempt": 1,
+         "not_tried": 0, "wait_ms": None} for i in ids])})
 
 
 def statuses(db, ids) -> dict:
@@ -78,11 +85,16 @@ def test_a_claim_older_than_any_send_is_unknown_even_with_a_live_worker(db):
     assert sorted(r["id"] for r in mark_unknown(grace="1 hour")) == ids[:4]
     # The worker reports the truth later: the outcome still lands on an unknown delivery.
     with pool().connection() as conn:
-        conn.execute(q.delivery_record_outcomes, {
-            "ids": ids, "statuses": ["sent"] * 10, "replies": ["250 ok"] * 10, "errors": [None] * 10,
-            "message_ids": [None] * 10, "not_tried": [0] * 10, "wait_ms": [None] * 10,
-            "claimed_by": "slow-worker/z"})
+        record(conn, ids, "sent", "250 ok", "slow-worker/z", cid)
     assert set(statuses(db, ids).values()) == {"sent"}
+    events = db.execute("SELECT kind, detail, dedupe_key FROM journal WHERE campaign_id = %s ORDER BY id",
+                        (cid,)).fetchall()
+    assert [e["kind"] for e in events] == ["delivery.sent"] * 10
+    assert events[0]["detail"] == {"attempt": 1, "reply": "250 ok", "message_id": None, "retry_in_ms": None}
+    assert events[0]["dedupe_key"] == f"d{ids[0]}.a1.sent"
+    with pool().connection() as conn:  # a commit retried after its answer was lost writes nothing twice
+        record(conn, ids, "sent", "250 ok", "slow-worker/z", cid)
+    assert db.execute("SELECT count(*) AS n FROM journal WHERE campaign_id = %s", (cid,)).fetchone()["n"] == 10
 
 
 def test_completion_follows_the_counters_of_open_and_in_flight_deliveries(db):
@@ -92,13 +104,9 @@ def test_completion_follows_the_counters_of_open_and_in_flight_deliveries(db):
     claim(ids, cid, "w/c")
     with pool().connection() as conn:
         assert not campaigns.complete_if_done(conn, cid)  # sending
-        conn.execute(q.delivery_record_outcomes, {
-            "ids": ids[:5], "statuses": ["sent"] * 5, "replies": ["250 ok"] * 5, "errors": [None] * 5,
-            "message_ids": [None] * 5, "not_tried": [0] * 5, "wait_ms": [None] * 5, "claimed_by": "w/c"})
+        record(conn, ids[:5], "sent", "250 ok", "w/c", cid)
         assert not campaigns.complete_if_done(conn, cid)  # one still in flight
         conn.execute(q.campaign_counts_fold, {"id": cid})
-        conn.execute(q.delivery_record_outcomes, {
-            "ids": ids[5:], "statuses": ["failed"], "replies": ["550 no"], "errors": ["550 no"],
-            "message_ids": [None], "not_tried": [0], "wait_ms": [None], "claimed_by": "w/c"})
+        record(conn, ids[5:], "failed", "550 no", "w/c", cid)
         assert campaigns.complete_if_done(conn, cid)
     assert db.execute("SELECT status FROM campaigns WHERE id = %s", (cid,)).fetchone()["status"] == "completed"

@@ -43,19 +43,35 @@ DELETE FROM delivery_claims WHERE claimed_by = %(claimed_by)s;
 SELECT id, attempts, attempts - attempt_floor AS round_attempt FROM deliveries
  WHERE id = ANY(%(ids)s) AND status = 'sending' AND claimed_by = %(claimed_by)s;
 
--- Outcomes of a batch in one statement; a claimed delivery marked unknown meanwhile still
--- gets the truth once the worker reports it.
--- A deferred email (no attempt made: every server resting) gives its attempt back.
+-- Outcomes of a batch and their journal events in one statement, from one JSON array
+-- (psycopg builds it at C speed; eight typed arrays cost ~10 µs an email in Python).
+-- A claimed delivery marked unknown meanwhile still gets the truth once the worker reports
+-- it. A deferred email (no attempt made: every server resting) gives its attempt back.
+-- Every outcome is journaled, applied or not (the journal says what the worker saw); the
+-- key makes a retried commit write nothing twice.
 -- name: delivery_record_outcomes
-UPDATE deliveries d
-   SET status = o.status, smtp_reply = o.reply, last_error = o.error,
-       message_id = coalesce(o.message_id, d.message_id), attempts = d.attempts - o.not_tried,
-       next_attempt_at = now() + o.wait_ms * interval '1 millisecond',
-       sent_at = CASE WHEN o.status = 'sent' THEN now() ELSE d.sent_at END, updated_at = now()
-  FROM unnest(%(ids)s::bigint[], %(statuses)s::text[], %(replies)s::text[], %(errors)s::text[],
-              %(message_ids)s::text[], %(not_tried)s::int[], %(wait_ms)s::bigint[])
-       AS o(id, status, reply, error, message_id, not_tried, wait_ms)
- WHERE d.id = o.id AND d.status IN ('sending', 'unknown') AND d.claimed_by = %(claimed_by)s;
+WITH o AS (
+    SELECT * FROM json_to_recordset(%(outcomes)s::json)
+           AS o(id bigint, email text, status text, reply text, message_id text, attempt int,
+                not_tried int, wait_ms bigint)
+), recorded AS (
+    UPDATE deliveries d
+       SET status = o.status, smtp_reply = o.reply,
+           last_error = CASE WHEN o.status = 'sent' THEN NULL ELSE o.reply END,
+           message_id = coalesce(o.message_id, d.message_id), attempts = d.attempts - o.not_tried,
+           next_attempt_at = now() + o.wait_ms * interval '1 millisecond',
+           sent_at = CASE WHEN o.status = 'sent' THEN now() ELSE d.sent_at END, updated_at = now()
+      FROM o
+     WHERE d.id = o.id AND d.status IN ('sending', 'unknown') AND d.claimed_by = %(claimed_by)s
+)
+INSERT INTO journal (campaign_id, delivery_id, email, kind, source, detail, dedupe_key)
+SELECT %(campaign_id)s, o.id, o.email,
+       CASE WHEN o.not_tried = 1 THEN 'delivery.deferred' ELSE 'delivery.' || o.status END, 'dispatch',
+       jsonb_build_object('attempt', o.attempt - o.not_tried, 'reply', o.reply, 'message_id', o.message_id,
+                          'retry_in_ms', o.wait_ms),
+       CASE WHEN o.not_tried = 0 THEN format('d%%s.a%%s.%%s', o.id, o.attempt, o.status) END
+  FROM o
+ON CONFLICT (dedupe_key) DO NOTHING;
 
 -- Rendering failures happen before the claim, so they close open deliveries directly.
 -- name: delivery_fail_open
