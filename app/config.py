@@ -40,7 +40,7 @@ class Config:
     RETRY_MAX_MS = min(env_int("RETRY_MAX_MS", 15 * 60 * 1000), 20 * 60 * 1000)
     # Deliveries claimed per database round trip: also the most a killed worker thread can
     # leave `unknown`.
-    DISPATCH_CLAIM_CHUNK = env_int("DISPATCH_CLAIM_CHUNK", 10)
+    DISPATCH_CLAIM_CHUNK = env_int("DISPATCH_CLAIM_CHUNK", 50)
     ENQUEUE_PAGES = env_int("ENQUEUE_PAGES", 10)  # prepare batches per enqueue message
     HEARTBEAT_SECONDS = float(env("HEARTBEAT_SECONDS", "2"))
     WORKER_DEAD_AFTER = env("WORKER_DEAD_AFTER", "20 seconds")  # heartbeat silence -> claims unknown
