@@ -5,7 +5,8 @@ delivery, so a redelivered, replayed or duplicated batch sends nothing twice; wh
 skips is journaled as dropped. A batch is claimed a chunk at a time (DISPATCH_CLAIM_CHUNK),
 and the outcomes of one chunk are written in the same transaction that claims the next, so
 a worker killed mid-batch leaves at most one chunk per thread `unknown`, and untouched
-emails simply open.
+emails simply open. A chunk goes out in one pipelined SMTP run (`Sender.send_many`); against
+a slow, rate-limited server its outcomes are also written every RECORD_EVERY seconds.
 
 Outcomes: 2xx sent; 4xx, refused, timeout or dropped mid-DATA retried through the
 `dispatch.DQ` delay queue with exponential backoff and jitter, up to the campaign's
@@ -41,6 +42,7 @@ from .messages import Email
 
 log = logging.getLogger("dispatch")
 RECORD_PATIENCE = 120.0  # seconds to keep trying to write outcomes we know while PostgreSQL is away
+RECORD_EVERY = 0.5  # seconds: outcomes of a chunk still sending are written at least this often
 
 _pool: SmtpPool | None = None
 _pool_lock = threading.Lock()
@@ -268,9 +270,15 @@ def send_batch(campaign_id: int, emails: list[dict], actor) -> None:
             done, outcomes = outcomes, []
             untried = [e for e in emails[start:start + size] if e["d"] in claimed]
             _publish_after_commit(campaign_id, done, actor)
+            recorded = time.monotonic()
             while untried and _running(campaign_id):
                 part, untried = untried[:step], untried[step:]
                 outcomes += _attempt(sender, campaign, skeleton, part, claimed, date, waits)
+                if untried and time.monotonic() - recorded > RECORD_EVERY:  # a slow server: keep the truth fresh
+                    batch.commit(outcomes, [], [], smtp_pool().drain_events())
+                    done, outcomes = outcomes, []
+                    _publish_after_commit(campaign_id, done, actor)
+                    recorded = time.monotonic()
             if untried:
                 break  # paused mid-chunk: hand the rest back untouched
     except BaseException:
