@@ -240,7 +240,7 @@ def start_web(logdir: Path, workers: int = 2, threads: int = 8) -> tuple[Proc, s
 
 def start_workers(logdir: Path, processes: int, threads: int, env: dict, name: str = "workers") -> Proc:
     """Real `dramatiq consumers.worker` processes, started the way scripts/run starts them."""
-    return Proc(name, [str(VENV_BIN / "dramatiq"), "consumers.worker", "--processes", str(processes),
+    return Proc(name, ["nice", "-n", os.environ.get("WORKER_NICE", "10"), str(VENV_BIN / "dramatiq"), "consumers.worker", "--processes", str(processes),
                        "--threads", str(threads)], env=env, logdir=logdir)
 
 
