@@ -16,6 +16,7 @@ from dramatiq.middleware import Middleware, SkipMessage
 
 log = logging.getLogger(__name__)
 MAX_BATCH = 10_000
+BIGINT = 2**63  # an int outside bigint fails every query it reaches: refused up front
 
 
 class Email(TypedDict):
@@ -38,8 +39,8 @@ def _fits(value, annotation) -> bool:
 def _checker(annotation):
     """A check for one annotation, built once: the hints of a batch's TypedDict are then
     not resolved again for each of its emails (that cost ~50 µs an email)."""
-    if annotation is int:
-        return lambda v: isinstance(v, int) and not isinstance(v, bool)
+    if annotation is int:  # every int of a message is an id or a cursor: a PostgreSQL bigint
+        return lambda v: isinstance(v, int) and not isinstance(v, bool) and -BIGINT <= v < BIGINT
     if annotation is str:
         return lambda v: isinstance(v, str)
     if annotation is bool:
