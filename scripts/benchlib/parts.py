@@ -2,9 +2,9 @@
 
 The end-to-end figure (`scripts/bench send`) says how fast; this says where the time goes,
 per email, with the app's own code and the `send` benchmark's campaign: rendering, the
-unsubscribe token, MIME assembly, the dispatch payload through JSON, and SMTP over one
-connection into smtp-sink (`Sender.send_many` in batches of `--smtp-batch`, against Postfix's
-smtp-source on one session). No database or broker: it runs anywhere in a few seconds.
+unsubscribe token, MIME assembly, a dispatch message through Dramatiq's JSON encoder and
+through ours (orjson), and SMTP over one connection into smtp-sink (`Sender.send_many` in
+batches of `--smtp-batch`, against Postfix's smtp-source on one session). No database or broker: it runs anywhere in a few seconds.
 """
 import argparse
 import json
@@ -62,6 +62,21 @@ def main(argv) -> int:
                 for e in emails]
     batches = [emails[i:i + 100] for i in range(0, len(emails), 100)]
     payloads = [json.dumps({"args": [1, b]}) for b in batches]
+    # A dispatch message as prepare publishes it, through Dramatiq's stock JSONEncoder and
+    # through the encoder the workers use (consumers/encoding.py).
+    import dramatiq
+    from dramatiq.encoder import JSONEncoder
+
+    from consumers.encoding import OrjsonEncoder
+
+    def through(encoder):
+        def run(batch):
+            message = dramatiq.Message(queue_name="dispatch", actor_name="dispatch", args=(1, batch), kwargs={},
+                                       options={})
+            dramatiq.Message(**encoder.decode(encoder.encode(message.asdict())))
+        return run
+
+    non_ascii = [{**e, "n": f"Zoë Łukasz {e['d']}", "s": f"Grüße, Zoë Łukasz {e['d']}"} for e in emails]
 
     figures = {
         "render_us": per_email_us(lambda r: compiled.render(context(r)), rows),
@@ -69,7 +84,11 @@ def main(argv) -> int:
         "mime_build_us": per_email_us(lambda e: skeleton.build_message(
             to_name=e["n"], to_email=e["to"], subject=e["s"], html=e["h"], text=e["t"],
             message_id=skeleton.message_id(e["d"]), unsubscribe_url=e["u"]), emails),
-        "payload_json_us": per_email_us(lambda b: json.loads(json.dumps({"args": [1, b]})), batches) / 100,
+        "mime_build_non_ascii_us": per_email_us(lambda e: skeleton.build_message(
+            to_name=e["n"], to_email=e["to"], subject=e["s"], html=e["h"], text=e["t"],
+            message_id=skeleton.message_id(e["d"]), unsubscribe_url=e["u"]), non_ascii),
+        "payload_json_us": per_email_us(through(JSONEncoder()), batches) / 100,
+        "payload_encoder_us": per_email_us(through(OrjsonEncoder()), batches) / 100,
         "payload_bytes_per_email": sum(map(len, payloads)) / len(emails),
         "message_bytes": sum(map(len, messages)) / len(messages),
     }
@@ -125,8 +144,12 @@ def main(argv) -> int:
         ("unsubscribe token (signed)", f"{figures['unsubscribe_token_us']} us", "per email"),
         ("MIME assembly (Skeleton.build_message)", f"{figures['mime_build_us']} us",
          f"{figures['message_bytes']:.0f}-byte messages"),
-        ("dispatch payload JSON encode + decode", f"{figures['payload_json_us']} us",
-         f"{figures['payload_bytes_per_email']:.0f} bytes per email"),
+        ("MIME assembly, every name and subject non-ASCII", f"{figures['mime_build_non_ascii_us']} us",
+         "RFC 2047 encoded-words"),
+        ("dispatch message, Dramatiq's JSONEncoder", f"{figures['payload_json_us']} us",
+         f"encode + decode, {figures['payload_bytes_per_email']:.0f} bytes per email"),
+        ("dispatch message, the workers' encoder (orjson)", f"{figures['payload_encoder_us']} us",
+         "encode + decode (consumers/encoding.py)"),
         ("SMTP client CPU (Sender.send_many, one connection)",
          f"{figures['app_smtp_cpu_us']} us ({figures['app_smtp_user_us']} user)",
          f"per email, batches of {args.smtp_batch}"),
