@@ -18,24 +18,25 @@ from .dispatch import dispatch, dispatch_urgent
 
 
 @dramatiq.actor(queue_name="enqueue", max_retries=20, min_backoff=1000, max_backoff=60_000)
-def enqueue_campaign(campaign_id: int, after: int = 0):
+def enqueue_campaign(campaign_id: int, after: int = 0, until: int | None = None):
     """Publish prepare batches for the open deliveries, streaming by id, ENQUEUE_PAGES batches
     per message. The continuation (the next piece, from the last id read) is published before
     this piece's batches, so a purge of `enqueue` ends the stream with this piece: at most
-    ENQUEUE_PAGES batches go out after it. No message runs for long either."""
+    ENQUEUE_PAGES batches go out after it. No message runs for long either. `until` ends the
+    stream of a first page at its last id (the rest gets its own stream once written)."""
     if not state.is_running(campaign_id):
         return
     pages, cursor = [], after
     with pool().connection() as conn:
         for _ in range(Config.ENQUEUE_PAGES):
-            rows = conn.execute(q.delivery_open_page, {"campaign_id": campaign_id, "after": cursor,
+            rows = conn.execute(q.delivery_open_page, {"campaign_id": campaign_id, "after": cursor, "until": until,
                                                        "limit": Config.PREPARE_BATCH}).fetchall()
             if not rows:
                 break
             pages.append(rows)
             cursor = rows[-1]["id"]
     if len(pages) == Config.ENQUEUE_PAGES:  # there may be more
-        enqueue_campaign.send(campaign_id, cursor)
+        enqueue_campaign.send(campaign_id, cursor, until)
     for rows in pages:
         if not state.is_running(campaign_id):
             return

@@ -4,6 +4,7 @@
 - mark deliveries claimed by a worker that died as `unknown` once its heartbeat has been
   silent for WORKER_DEAD_AFTER (never resent without the manager's say);
 - complete running campaigns with nothing left open (a crash can skip the worker's check);
+- finish a materialise whose start died after its first page (app/services/campaign.py);
 - purge-to-stop: stop a running campaign whose work was purged from the queues
   (consumers/purge.py).
 """
@@ -36,6 +37,7 @@ def tick(conn, watch: PurgeWatch, connected_at) -> None:
             with conn.transaction():
                 journal.append(conn, [Event("campaign.start_refused", row["id"], source="scheduler",
                                             detail={"error": str(exc)})])
+    finish_materialising(conn)
     with conn.transaction():
         stale = conn.execute(q.scheduler_mark_unknown, {"grace": Config.UNKNOWN_AFTER, "connected_at": connected_at,
                                                         "dead_after": Config.WORKER_DEAD_AFTER}).fetchall()
@@ -49,6 +51,25 @@ def tick(conn, watch: PurgeWatch, connected_at) -> None:
             campaigns.complete_if_done(conn, row["id"])
         conn.execute(q.campaign_counts_fold, {"id": row["id"]})  # keeps the campaign page's counts cheap
     watch.check(conn, watch.depths())
+
+
+_materialise_retry_at: dict[int, float] = {}
+
+
+def finish_materialising(conn) -> None:
+    """A start that died between its first page and the rest left its campaign marked as
+    materialising: write the rest now (at most once a minute per campaign if it fails)."""
+    for row in conn.execute(q.campaign_materialise_unfinished).fetchall():
+        if _materialise_retry_at.get(row["id"], 0) > time.monotonic():
+            continue
+        try:
+            if campaigns.finish_interrupted_materialise(row["id"]):
+                log.warning("campaign %s: finished a materialise its start left unfinished", row["id"])
+        except CampaignError as exc:
+            _materialise_retry_at[row["id"]] = time.monotonic() + 60
+            with conn.transaction():
+                journal.append(conn, [Event("campaign.materialise_failed", row["id"], source="scheduler",
+                                            detail={"error": str(exc)})])
 
 
 def main() -> None:

@@ -5,6 +5,7 @@ so the SQL guard and the journal see them all alike.
 """
 import psycopg
 from psycopg import errors
+from psycopg.rows import dict_row
 
 from ..config import Config
 from ..db import pool, q
@@ -47,34 +48,109 @@ def start(campaign_id: int, source: str = "ui", confirm_drift: bool = False) -> 
     Idempotent: a campaign that already started is left as it is, so pressing Send twice
     (or a scheduler and a person at once) sends nothing twice. A segment version changed in
     the database since it was saved (drift) is only sent to with `confirm_drift`.
+
+    One statement freezes the recipient set; its first MATERIALISE_FIRST_PAGE recipients
+    are committed and enqueued before the rest, staged by the same statement, is moved into
+    deliveries: the first emails leave at once (migration 015).
     """
-    with pool().connection() as conn:
-        campaign = conn.execute(q.campaign_lock, {"id": campaign_id}).fetchone()
-        if campaign is None:
-            raise CampaignError("no such campaign")
-        if campaign["status"] not in ("draft", "scheduled"):
-            return {"started": False, "status": campaign["status"]}
-        if campaign["list_id"] is None and campaign["segment_version_id"] is None:
-            raise CampaignError("choose a list or a segment to send to first")
-        try:
-            target = segments.send_target(conn, campaign, confirm_drift)
-            inserted = conn.execute(q.campaign_materialise, {"id": campaign_id, **target["params"]}).rowcount
-        except SegmentError as exc:
-            raise CampaignError(str(exc)) from None
-        except psycopg.Error as exc:
-            conn.rollback()
-            reason = procedure.explain(exc, Config.MATERIALISE_TIMEOUT_MS)
-            raise CampaignError(f"the segment could not be evaluated: it {reason}") from None
-        if inserted == 0:
-            conn.rollback()
-            raise CampaignError("the campaign has no recipients: the list or segment is empty, or every "
-                                "contact in it is unsubscribed, bounced, suppressed or excluded")
-        transition(conn, campaign, "running", source)
-        journal.append(conn, [Event("campaign.materialised", campaign_id, source=source,
-                                    detail={"deliveries": inserted, **target["detail"]},
-                                    key=f"c{campaign_id}.materialised")])
-    enqueue(campaign_id)
-    return {"started": True, "deliveries": inserted}
+    with _connect() as conn:
+        conn.execute(q.campaign_start_lock, {"id": campaign_id})
+        with conn.transaction():
+            campaign = conn.execute(q.campaign_lock, {"id": campaign_id}).fetchone()
+            if campaign is None:
+                raise CampaignError("no such campaign")
+            if campaign["status"] not in ("draft", "scheduled"):
+                return {"started": False, "status": campaign["status"]}
+            if campaign["list_id"] is None and campaign["segment_version_id"] is None:
+                raise CampaignError("choose a list or a segment to send to first")
+            target = _target(conn, campaign, confirm_drift)
+            first = _materialise(conn, q.campaign_materialise_first, {
+                "id": campaign_id, "limit": Config.MATERIALISE_FIRST_PAGE, **target["params"]}).fetchone()
+            if first["n"] == 0:
+                raise CampaignError("the campaign has no recipients: the list or segment is empty, or every "
+                                    "contact in it is unsubscribed, bounced, suppressed or excluded")
+            transition(conn, campaign, "running", source)
+            if first["staged"]:
+                conn.execute(q.campaign_materialising, {"id": campaign_id, "after": first["last_contact"]})
+            else:
+                _journal_materialised(conn, campaign_id, source, first["n"], target["detail"])
+        if not first["staged"]:
+            enqueue(campaign_id)
+            return {"started": True, "deliveries": first["n"]}
+        enqueue(campaign_id, until=first["last_id"])
+        rest = _move_rest(conn, campaign_id, source, target["detail"], first["n"], first["last_id"])
+    return {"started": True, "deliveries": first["n"] + rest}
+
+
+def _connect() -> psycopg.Connection:
+    """A connection of its own: a start spans transactions under a session lock, which must
+    not outlive it in a pooled connection."""
+    return psycopg.connect(Config.DATABASE_URL, autocommit=True, row_factory=dict_row)
+
+
+def _target(conn, campaign: dict, confirm_drift: bool) -> dict:
+    try:
+        return segments.send_target(conn, campaign, confirm_drift)
+    except SegmentError as exc:
+        raise CampaignError(str(exc)) from None
+
+
+def _materialise(conn, query: str, params: dict):
+    try:
+        return conn.execute(query, params)
+    except psycopg.Error as exc:
+        reason = procedure.explain(exc, Config.MATERIALISE_TIMEOUT_MS)
+        raise CampaignError(f"the segment could not be evaluated: it {reason}") from None
+
+
+def _journal_materialised(conn, campaign_id: int, source: str, deliveries: int, detail: dict) -> None:
+    journal.append(conn, [Event("campaign.materialised", campaign_id, source=source,
+                                detail={"deliveries": deliveries, **detail}, key=f"c{campaign_id}.materialised")])
+
+
+def _move_rest(conn, campaign_id: int, source: str, detail: dict, before: int, after_id: int,
+               reread: dict | None = None) -> int:
+    """Move the staged rest into deliveries (or, with `reread`, read it again) and clear the
+    mark in one transaction; then the rest's own enqueue stream starts. The mark is cleared
+    last: that UPDATE locks the campaign row, which the workers' claims share meanwhile."""
+    with conn.transaction():
+        if reread:
+            segments.set_materialise_timeout(conn)
+            rest = _materialise(conn, q.campaign_materialise_after, reread).rowcount
+        else:
+            rest = conn.execute(q.campaign_materialise_staged, {"id": campaign_id}).rowcount
+        conn.execute(q.campaign_staging_clear, {"id": campaign_id})
+        row = conn.execute(q.campaign_materialised, {"id": campaign_id}).fetchone()
+        if row is None:
+            raise CampaignError("the materialise of this campaign was finished elsewhere")
+        _journal_materialised(conn, campaign_id, source, before + rest, detail)
+    if row["status"] == "running":
+        enqueue(campaign_id, after=after_id)
+        with conn.transaction():
+            complete_if_done(conn, campaign_id)  # the first page may be all sent, and the rest empty
+    return rest
+
+
+def finish_interrupted_materialise(campaign_id: int) -> bool:
+    """Move the rest of a materialise whose start died before it was in (the scheduler calls
+    this). Its staged copy is the recipient set frozen at Send; only when a PostgreSQL crash
+    took it (unlogged) is the rest read again, from a fresh snapshot. Skipped while a start
+    of this campaign is still at work."""
+    with _connect() as conn:
+        if not conn.execute(q.campaign_start_try_lock, {"id": campaign_id}).fetchone()["locked"]:
+            return False
+        campaign = conn.execute(q.campaign_get, {"id": campaign_id}).fetchone()
+        if campaign is None or campaign["materialising_after"] is None:
+            return False
+        detail, reread = {"resumed_after_interruption": True}, None
+        if not conn.execute(q.campaign_staged, {"id": campaign_id}).fetchone()["staged"]:
+            with conn.transaction():  # confirmed (or not drifted) at Send
+                params = _target(conn, campaign, confirm_drift=True)["params"]
+            reread = {"id": campaign_id, "after_contact": campaign["materialising_after"], **params}
+            detail["staged_rest_lost"] = True
+        before = conn.execute(q.campaign_delivery_total, {"id": campaign_id}).fetchone()["n"]
+        _move_rest(conn, campaign_id, "scheduler", detail, before, 0, reread)
+    return True
 
 
 # What each control action makes of a campaign, and from which states (the SQL trigger
@@ -133,10 +209,10 @@ def reopen(conn, campaign_id: int, source: str, reason: str) -> str:
     return campaign["status"]
 
 
-def enqueue(campaign_id: int) -> None:
+def enqueue(campaign_id: int, after: int = 0, until: int | None = None) -> None:
     from consumers.prepare import enqueue_campaign  # the web app only publishes
 
-    enqueue_campaign.send(campaign_id)
+    enqueue_campaign.send(campaign_id, after, until)
 
 
 def complete_if_done(conn, campaign_id: int) -> bool:

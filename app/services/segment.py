@@ -193,7 +193,7 @@ def send_target(conn, campaign: dict, confirm_drift: bool) -> dict:
         detail.update(excluded_segments=excluded, excluded_lists=list(campaign.get("exclude_list_ids") or []))
     if drifted:
         detail["drift_confirmed"] = drifted
-    conn.execute(q.statement_timeout_local, {"timeout_ms": str(Config.MATERIALISE_TIMEOUT_MS)})
+    set_materialise_timeout(conn)
     return {"params": {"segment": segment_sig, "list_id": None if segment_sig else campaign["list_id"],
                        "exclude_segments": excluded, "exclude_list_ids": list(campaign.get("exclude_list_ids") or [])},
             "detail": detail}
@@ -233,8 +233,13 @@ def _latest_usable(conn, procedure_id: int) -> dict:
     return latest
 
 
-def _fill(conn, list_id: int, v: dict) -> dict:
+def set_materialise_timeout(conn) -> None:
+    """For the rest of the transaction: a segment that runs away is cut off, not waited for."""
     conn.execute(q.statement_timeout_local, {"timeout_ms": str(Config.MATERIALISE_TIMEOUT_MS)})
+
+
+def _fill(conn, list_id: int, v: dict) -> dict:
+    set_materialise_timeout(conn)
     try:
         counts = conn.execute(q.segment_list_fill, {"fn": v["signature"], "list_id": list_id}).fetchone()
     except psycopg.Error as exc:

@@ -39,7 +39,7 @@ UPDATE campaigns SET status = %(status)s,
 -- holds that lock until it commits, and this statement's own snapshot then sees them.
 -- name: campaign_complete_if_done
 UPDATE campaigns SET status = 'completed', finished_at = now()
- WHERE id = %(id)s AND status = 'running'
+ WHERE id = %(id)s AND status = 'running' AND materialising_after IS NULL
    AND (SELECT coalesce(sum(delta), 0) FROM delivery_counts
          WHERE campaign_id = %(id)s AND status IN ('queued', 'retry', 'sending')) = 0
 RETURNING id;
@@ -69,27 +69,68 @@ WITH folded AS (
 INSERT INTO delivery_counts (campaign_id, status, delta)
 SELECT %(id)s, status, sum(delta) FROM folded GROUP BY status HAVING sum(delta) <> 0;
 
--- Set-based materialisation: the recipient set is frozen here, once per address (a segment
--- may return an id twice: ON CONFLICT keeps the first). The target is a list or a segment
--- version; a segment runs through segment_eval, with the read-only reader role's rights,
--- inside this one statement. Excluded lists and segment versions, unsubscribed, bounced and
--- suppressed addresses drop out.
--- name: campaign_materialise
-WITH excluded AS MATERIALIZED (
-    SELECT e.contact_id FROM unnest(%(exclude_segments)s::regprocedure[]) AS f, LATERAL segment_eval(f) AS e
-    UNION
-    SELECT m.contact_id FROM list_members m WHERE m.list_id = ANY (%(exclude_list_ids)s::bigint[])
+-- Set-based materialisation: the recipient set is frozen here, in one statement, once per
+-- address (a segment may return an id twice: ON CONFLICT keeps the first). The target is a
+-- list or a segment version (campaign_recipients, migration 015, says who is in it). The
+-- first page (the lowest contact ids) goes into deliveries, the rest into the staging heap.
+-- name: campaign_materialise_first
+WITH recipients AS MATERIALIZED (
+    SELECT r.contact_id, r.email
+      FROM campaign_recipients(%(list_id)s, %(segment)s::regprocedure, %(exclude_segments)s::regprocedure[],
+                               %(exclude_list_ids)s::bigint[]) AS r
+), page AS MATERIALIZED (
+    SELECT contact_id, email FROM recipients ORDER BY contact_id LIMIT %(limit)s
+), inserted AS (
+    INSERT INTO deliveries (campaign_id, contact_id, email)
+    SELECT %(id)s, contact_id, email FROM page
+    ON CONFLICT DO NOTHING
+    RETURNING id
+), staged AS (
+    INSERT INTO materialise_staging (campaign_id, contact_id, email)
+    SELECT %(id)s, contact_id, email FROM recipients WHERE contact_id > (SELECT max(contact_id) FROM page)
+    RETURNING 1
 )
+SELECT (SELECT count(*) FROM inserted) AS n, (SELECT max(id) FROM inserted) AS last_id,
+       (SELECT max(contact_id) FROM page) AS last_contact, (SELECT count(*) FROM staged) AS staged;
+
+-- name: campaign_materialise_staged
 INSERT INTO deliveries (campaign_id, contact_id, email)
-SELECT %(id)s, c.id, c.email
-  FROM (SELECT m.contact_id FROM list_members m WHERE m.list_id = %(list_id)s
-        UNION ALL
-        SELECT r.contact_id FROM segment_eval(%(segment)s::regprocedure) AS r) AS t
-  JOIN contacts c ON c.id = t.contact_id
- WHERE c.status = 'subscribed'
-   AND NOT EXISTS (SELECT 1 FROM suppressions s WHERE s.email = c.email)
-   AND NOT EXISTS (SELECT 1 FROM excluded x WHERE x.contact_id = c.id)
+SELECT %(id)s, contact_id, email FROM materialise_staging WHERE campaign_id = %(id)s
 ON CONFLICT DO NOTHING;
+
+-- name: campaign_staging_clear
+DELETE FROM materialise_staging WHERE campaign_id = %(id)s;
+
+-- name: campaign_staged
+SELECT EXISTS (SELECT 1 FROM materialise_staging WHERE campaign_id = %(id)s) AS staged;
+
+-- The rest read again, when its staged copy was lost with a PostgreSQL crash.
+-- name: campaign_materialise_after
+INSERT INTO deliveries (campaign_id, contact_id, email)
+SELECT %(id)s, r.contact_id, r.email
+  FROM campaign_recipients(%(list_id)s, %(segment)s::regprocedure, %(exclude_segments)s::regprocedure[],
+                           %(exclude_list_ids)s::bigint[]) AS r
+ WHERE r.contact_id > %(after_contact)s
+ON CONFLICT DO NOTHING;
+
+-- Serialises the starts of one campaign (a double click, the scheduler and a person at once,
+-- the scheduler finishing an interrupted materialise) across the transactions of a start.
+-- name: campaign_start_lock
+SELECT pg_advisory_lock(727003, hashint8(%(id)s::bigint));
+
+-- name: campaign_start_try_lock
+SELECT pg_try_advisory_lock(727003, hashint8(%(id)s::bigint)) AS locked;
+
+-- name: campaign_materialising
+UPDATE campaigns SET materialising_after = %(after)s WHERE id = %(id)s;
+
+-- name: campaign_materialised
+UPDATE campaigns SET materialising_after = NULL WHERE id = %(id)s AND materialising_after IS NOT NULL
+RETURNING status;
+
+-- Campaigns whose materialise was interrupted (the scheduler finishes them).
+-- name: campaign_materialise_unfinished
+SELECT id, materialising_after FROM campaigns WHERE materialising_after IS NOT NULL;
 
 -- name: campaign_delivery_total
 SELECT count(*) AS n FROM deliveries WHERE campaign_id = %(id)s;

@@ -1,9 +1,11 @@
 -- Open deliveries in id order, a page at a time (keyset, so a million rows stream).
 -- next_attempt_at lets a resume keep what is left of a retry's backoff.
+-- `until` bounds the stream of a first page, enqueued while the rest is still being written.
 -- name: delivery_open_page
 SELECT id, greatest(0, extract(epoch FROM next_attempt_at - now()) * 1000)::bigint AS wait_ms
   FROM deliveries
  WHERE campaign_id = %(campaign_id)s AND status IN ('queued', 'retry') AND id > %(after)s
+   AND (%(until)s::bigint IS NULL OR id <= %(until)s)
  ORDER BY id LIMIT %(limit)s;
 
 -- What prepare needs to render a batch: only deliveries still open.
