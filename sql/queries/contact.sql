@@ -5,4 +5,5 @@ WITH s AS (
     ON CONFLICT (email) DO NOTHING
 )
 UPDATE contacts SET status = 'bounced', updated_at = now()
- WHERE email = ANY(%(emails)s::citext[]) AND status = 'subscribed';
+ WHERE lower(email::text) COLLATE "C" = ANY(ARRAY(SELECT lower(e) FROM unnest(%(emails)s::text[]) AS e))
+   AND status = 'subscribed';

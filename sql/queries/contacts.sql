@@ -1,11 +1,12 @@
+-- One contact per lower-cased address (the contacts_email_lower index, migration 012).
 -- name: contact_upsert
 INSERT INTO contacts (email, name, attributes) VALUES (%(email)s, %(name)s, %(attributes)s)
-ON CONFLICT (email) DO UPDATE SET name = CASE WHEN EXCLUDED.name <> '' THEN EXCLUDED.name ELSE contacts.name END,
+ON CONFLICT ((lower(email::text)) COLLATE "C") DO UPDATE SET name = CASE WHEN EXCLUDED.name <> '' THEN EXCLUDED.name ELSE contacts.name END,
        attributes = contacts.attributes || EXCLUDED.attributes, updated_at = now()
 RETURNING id, (xmax = 0) AS inserted;
 
 -- name: contact_by_email
-SELECT * FROM contacts WHERE email = %(email)s;
+SELECT * FROM contacts WHERE lower(email::text) COLLATE "C" = lower(%(email)s::text);
 
 -- name: contact_get
 SELECT * FROM contacts WHERE id = %(id)s;
