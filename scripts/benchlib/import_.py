@@ -183,7 +183,7 @@ def main(argv) -> int:
         raise BenchError(f"the import's counts are wrong: expected {expected}, got {got} and {report}")
     copy_s = min(copies)
     worker_log = workers.log_path.read_text(errors="replace")
-    steps = re.findall(r"import \d+ merged: (.*)", worker_log) + re.findall(r"(rows read and staged in [\d.]+ s)", worker_log)
+    steps = re.findall(r"import \d+ merged: (.*)", worker_log) + re.findall(r"(rows read[^\n]* in [\d.]+ s)", worker_log)
     reading_s = phases.get("merging", import_s) - phases.get("reading", 0.0)
     figures = {"rows": args.rows, "import_s": round(import_s, 3), "copy_s": round(copy_s, 3),
                "ratio": round(import_s / copy_s, 3), "rejected": report["rejected"], "peak_rss_mb": round(peak_rss_mb, 1)}

@@ -86,19 +86,12 @@ SET temp_buffers = '256MB';
 -- name: import_work_mem
 SET LOCAL work_mem = '512MB';
 
--- Statistics of the staged rows (how many were refused, how many addresses repeat), without
--- which the planner guesses a temporary table's sizes and sorts a million rows for nothing.
--- name: import_staging_analyze
-ANALYZE import_staging;
-
--- name: import_firsts_analyze
-ANALYZE import_firsts;
-
--- Rows of the file as checked by app/services/import_rows.py; a refused row has a reason and
--- its cells instead of an email. `key` is what the contacts.email citext index compares, so
--- in-file duplicates are found exactly as the unique index would find them.
--- name: import_staging_create
-CREATE TEMP TABLE import_staging (
+-- Rows of the file as checked by app/services/import_rows.py, one chunk at a time (the
+-- table is emptied after each); a refused row has a reason and its cells instead of an email.
+-- `key` is what the contacts_email_lower index compares (migration 012), so in-file duplicates
+-- are found exactly as the unique index would find them.
+-- name: import_batch_create
+CREATE TEMP TABLE import_batch (
     line       bigint NOT NULL,
     email      text,
     name       text,
@@ -110,57 +103,73 @@ CREATE TEMP TABLE import_staging (
     key        text COLLATE "C" GENERATED ALWAYS AS (lower(email)) STORED
 ) ON COMMIT DROP;
 
--- name: import_staging_copy
-COPY import_staging (line, email, name, status, tags, attributes, reason, cells) FROM STDIN;
+-- name: import_batch_copy
+COPY import_batch (line, email, name, status, tags, attributes, reason, cells) FROM STDIN;
 
+-- name: import_batch_clear
+TRUNCATE import_batch;
+
+-- The contacts this import made, and the valid rows that met a contact which existed by then
+-- (a contact from before the import, or one an earlier row of the file made): they are
+-- applied once the whole file is in, in file order.
 -- name: import_new_create
 CREATE TEMP TABLE import_new (id bigint NOT NULL) ON COMMIT DROP;
 
--- name: import_keep_rejects
+-- name: import_later_create
+CREATE TEMP TABLE import_later (
+    line       bigint NOT NULL,
+    key        text COLLATE "C" NOT NULL,
+    name       text,
+    status     text,
+    tags       text,
+    attributes jsonb
+) ON COMMIT DROP;
+
+-- name: import_batch_rejects
 INSERT INTO import_rejects (import_id, line, reason, cells)
-SELECT %(import_id)s, line, reason, cells FROM import_staging WHERE reason IS NOT NULL;
+SELECT %(import_id)s, line, reason, cells FROM import_batch WHERE reason IS NOT NULL;
 
--- The first row of each address in file order, and how many rows the address has.
--- name: import_firsts
-CREATE TEMP TABLE import_firsts ON COMMIT DROP AS
-SELECT DISTINCT ON (key) key, line, email, name, status, tags, attributes,
-       count(*) OVER (PARTITION BY key) AS n
-  FROM import_staging WHERE reason IS NULL
- ORDER BY key, line;
-
--- The addresses of the file that are contacts already. (`key` compares in "C"; the citext
--- index in the database's collation, which the comparison must name to be able to use it.)
--- name: import_existing
-CREATE TEMP TABLE import_existing ON COMMIT DROP AS
-SELECT f.key, c.id FROM import_firsts f JOIN contacts c ON c.email = f.key::citext COLLATE "default";
-
--- New addresses become contacts from their first row. A plain INSERT, not ON CONFLICT DO
--- NOTHING, which would search the citext index twice per row (its comparisons are most of
--- an import's cost); an address someone adds meanwhile makes this fail, and the actor's
--- retry imports the file again with it counted as existing. import_firsts was written in
--- key order, which for this database's collation is the citext index's order: the inserts
--- land on the index's rightmost page instead of all over it.
--- name: import_insert_new
-WITH ins AS (
+-- One chunk of the file into the contacts: the first row of each address that is not a
+-- contact yet makes one, in file order; every other valid row goes to import_later. Chunks
+-- come in file order, so the row that makes a contact is the address's first in the file.
+-- The "is it a contact?" test is a per-row probe of contacts_email_lower (a LIMIT 1 subquery,
+-- so the planner cannot turn it into a hash join that lower-cases every contact's address per
+-- chunk). A plain INSERT, not ON CONFLICT: an address someone adds meanwhile makes it fail,
+-- and the actor's retry imports the file again with that contact counted as existing.
+-- name: import_batch_merge
+WITH ranked AS (
+    SELECT line, key, email, name, status, tags, attributes,
+           row_number() OVER (PARTITION BY key ORDER BY line) = 1 AS first
+      FROM import_batch WHERE reason IS NULL
+), rows AS MATERIALIZED (
+    SELECT *, first AND (SELECT 1 FROM contacts c WHERE lower(c.email::text) COLLATE "C" = r.key LIMIT 1) IS NULL
+              AS fresh
+      FROM ranked r
+), later AS (
+    INSERT INTO import_later (line, key, name, status, tags, attributes)
+    SELECT line, key, name, status, tags, attributes FROM rows WHERE NOT fresh
+), ins AS (
     INSERT INTO contacts (email, name, status, attributes, tags)
     SELECT email, coalesce(name, ''), coalesce(status, 'subscribed'), attributes,
            coalesce(string_to_array(tags, E'\x1f'), '{}')
-      FROM import_firsts f
-     WHERE NOT EXISTS (SELECT 1 FROM import_existing e WHERE e.key = f.key)
+      FROM rows WHERE fresh ORDER BY line
     RETURNING id
 )
 INSERT INTO import_new (id) SELECT id FROM ins;
 
--- Addresses with rows still to apply, and their contact: those that existed before the
--- import, and those with more than one row in the file. `inserted` marks the ones whose
--- first row made the contact; those few are found through the index, one probe each (a
--- hash join would lower() every contact's address).
+-- name: import_later_analyze
+ANALYZE import_later;
+
+-- The addresses with rows still to apply, and their contact; `inserted` marks the ones this
+-- import made (their first row is applied already). One index probe per address.
 -- name: import_pending
 CREATE TEMP TABLE import_pending ON COMMIT DROP AS
-SELECT f.key, f.line, e.id IS NULL AS inserted,
-       coalesce(e.id, (SELECT c.id FROM contacts c WHERE c.email = f.key::citext COLLATE "default")) AS id
-  FROM import_firsts f LEFT JOIN import_existing e ON e.key = f.key
- WHERE f.n > 1 OR e.id IS NOT NULL;
+SELECT k.key, c.id, EXISTS (SELECT 1 FROM import_new n WHERE n.id = c.id) AS inserted
+  FROM (SELECT DISTINCT key FROM import_later) k
+ CROSS JOIN LATERAL (SELECT c.id FROM contacts c WHERE lower(c.email::text) COLLATE "C" = k.key LIMIT 1) c;
+
+-- name: import_pending_counts
+SELECT count(*) FILTER (WHERE NOT inserted) AS existing, count(*) AS addresses FROM import_pending;
 
 -- Every remaining row, folded per address in file order, applied to its contact as if the rows
 -- had been imported one after another: names and statuses from the last row that has one,
@@ -170,8 +179,7 @@ SELECT f.key, f.line, e.id IS NULL AS inserted,
 -- name: import_apply
 WITH applied AS (
     SELECT p.id, s.line, s.name, s.status, coalesce(s.tags, '') AS tags, s.attributes
-      FROM import_staging s JOIN import_pending p ON p.key = s.key
-     WHERE s.reason IS NULL AND NOT (p.inserted AND s.line = p.line)
+      FROM import_later s JOIN import_pending p ON p.key = s.key
 ), folded AS (
     SELECT id,
            (array_agg(name ORDER BY line DESC) FILTER (WHERE name <> ''))[1] AS name,
@@ -198,6 +206,6 @@ UPDATE contacts c SET
 -- name: import_join_lists
 INSERT INTO list_members (list_id, contact_id)
 SELECT l.id, t.id
-  FROM lists l, (SELECT id FROM import_new UNION ALL SELECT id FROM import_existing) t
+  FROM lists l, (SELECT id FROM import_new UNION ALL SELECT id FROM import_pending WHERE NOT inserted) t
  WHERE l.id = ANY(%(lists)s::bigint[])
 ON CONFLICT DO NOTHING;
