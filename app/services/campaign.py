@@ -124,6 +124,7 @@ def _move_rest(conn, campaign_id: int, source: str, detail: dict, before: int, a
         if row is None:
             raise CampaignError("the materialise of this campaign was finished elsewhere")
         _journal_materialised(conn, campaign_id, source, before + rest, detail)
+    conn.execute(q.deliveries_analyze)
     if row["status"] == "running":
         enqueue(campaign_id, after=after_id)
         with conn.transaction():
