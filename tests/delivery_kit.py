@@ -21,7 +21,7 @@ def seed_campaign(db, n: int, prefix: str, max_attempts: int = 3, emails: list[s
     list_id = db.execute("INSERT INTO lists (name) VALUES (%s) RETURNING id", (f"list {prefix}",)).fetchone()["id"]
     db.execute("""
         WITH c AS (INSERT INTO contacts (email, name) SELECT e, 'Person ' || ord FROM unnest(%s::text[])
-                   WITH ORDINALITY AS x(e, ord) ON CONFLICT (email) DO UPDATE SET name = EXCLUDED.name RETURNING id)
+                   WITH ORDINALITY AS x(e, ord) ON CONFLICT ((lower(email::text)) COLLATE "C") DO UPDATE SET name = EXCLUDED.name RETURNING id)
         INSERT INTO list_members (list_id, contact_id) SELECT %s, id FROM c""", (addresses, list_id))
     return db.execute("""INSERT INTO campaigns (name, from_email, subject, body_html, list_id, max_attempts)
                          VALUES (%s, 'sender@example.org', 'Hi {{ contact.name }}', %s, %s, %s) RETURNING id""",

@@ -9,7 +9,7 @@ SELECT format('bench%%s@example.test', g),
        jsonb_build_object('city', (ARRAY['Lyon', 'Oslo', 'Porto', 'Graz', 'Turku'])[1 + g %% 5],
                           'plan', (ARRAY['free', 'pro', 'team'])[1 + g %% 3])
   FROM generate_series(%(first)s::bigint, %(last)s::bigint) AS g
-ON CONFLICT (email) DO NOTHING;
+ON CONFLICT ((lower(email::text)) COLLATE "C") DO NOTHING;
 
 -- name: bench_list_create
 INSERT INTO lists (name, description) VALUES (%(name)s, 'benchmark') RETURNING id;
