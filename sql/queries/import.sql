@@ -134,7 +134,8 @@ SELECT %(import_id)s, line, reason, cells FROM import_batch WHERE reason IS NOT 
 -- come in file order, so the row that makes a contact is the address's first in the file.
 -- The "is it a contact?" test is a per-row probe of contacts_email_lower (a LIMIT 1 subquery,
 -- so the planner cannot turn it into a hash join that lower-cases every contact's address per
--- chunk). A plain INSERT, not ON CONFLICT: an address someone adds meanwhile makes it fail,
+-- chunk). The rows go in in address order (as the window sorted them), so that they land on
+-- neighbouring pages of the index. A plain INSERT, not ON CONFLICT: an address someone adds meanwhile makes it fail,
 -- and the actor's retry imports the file again with that contact counted as existing.
 -- name: import_batch_merge
 WITH ranked AS (
@@ -152,7 +153,7 @@ WITH ranked AS (
     INSERT INTO contacts (email, name, status, attributes, tags)
     SELECT email, coalesce(name, ''), coalesce(status, 'subscribed'), attributes,
            coalesce(string_to_array(tags, E'\x1f'), '{}')
-      FROM rows WHERE fresh ORDER BY line
+      FROM rows WHERE fresh
     RETURNING id
 )
 INSERT INTO import_new (id) SELECT id FROM ins;
