@@ -218,11 +218,29 @@ def pids_named(comm: str) -> list[int]:
     return found
 
 
+ACCESS_LOG = "gunicorn-access.log"
+
+
+def server_times_ms(logdir: Path, offset: int, paths: set[str]) -> list[float]:
+    """Times inside gunicorn of the GETs of `paths` logged after byte `offset` of the access log."""
+    try:
+        with open(logdir / ACCESS_LOG, "rb") as f:
+            f.seek(offset)
+            lines = f.read().decode(errors="replace").splitlines()
+    except OSError:
+        return []
+    return [int(p[3]) / 1000 for p in (line.split() for line in lines)
+            if len(p) == 4 and p[0] == "GET" and p[1] in paths and p[3].isdigit()]
+
+
 def start_web(logdir: Path, workers: int = 2, threads: int = 8) -> tuple[Proc, str]:
     """The real UI under gunicorn, as scripts/run serves it, on a free port."""
     port = free_port()
+    # The access log carries each request's time inside gunicorn (%(D)s, microseconds): the
+    # server's share of the latency the load client sees.
     proc = Proc("gunicorn", [str(VENV_BIN / "gunicorn"), "--bind", f"127.0.0.1:{port}", "--workers", str(workers),
-                             "--threads", str(threads), "app:create_app()"], logdir=logdir)
+                             "--threads", str(threads), "--access-logfile", str(logdir / ACCESS_LOG),
+                             "--access-logformat", "%(m)s %(U)s %(s)s %(D)s", "app:create_app()"], logdir=logdir)
     url = f"http://127.0.0.1:{port}"
     import requests
 
@@ -240,8 +258,9 @@ def start_web(logdir: Path, workers: int = 2, threads: int = 8) -> tuple[Proc, s
 
 def start_workers(logdir: Path, processes: int, threads: int, env: dict, name: str = "workers") -> Proc:
     """Real `dramatiq consumers.worker` processes, started the way scripts/run starts them."""
-    return Proc(name, ["nice", "-n", os.environ.get("WORKER_NICE", "10"), str(VENV_BIN / "dramatiq"), "consumers.worker", "--processes", str(processes),
-                       "--threads", str(threads)], env=env, logdir=logdir)
+    return Proc(name, ["nice", "-n", os.environ.get("WORKER_NICE", "10"), str(VENV_BIN / "dramatiq"),
+                       "consumers.worker", "--processes", str(processes), "--threads", str(threads)],
+                env=env, logdir=logdir)
 
 
 def worker_children(proc: Proc, expected: int, timeout: float = 30) -> list[int]:

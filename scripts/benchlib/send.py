@@ -26,9 +26,9 @@ from email import policy
 from email.parser import BytesParser
 from pathlib import Path
 
-from .common import (ROOT, VENV_BIN, BenchError, Database, Proc, Sampler, WebClient, bench_world, descendants, emit,
-                     free_port, log, make_manager, percentile, pids_named, print_table, queries, start_web,
-                     start_workers, status_kb, wait_for, worker_children, write_results)
+from .common import (ACCESS_LOG, ROOT, VENV_BIN, BenchError, Database, Proc, Sampler, WebClient, bench_world,
+                     descendants, emit, free_port, log, make_manager, percentile, pids_named, print_table, queries,
+                     server_times_ms, start_web, start_workers, status_kb, wait_for, worker_children, write_results)
 
 SUBJECT = ("{{ contact.name }}, your {{ contact.attributes.plan }} plan in "
            "{{ contact.attributes.city }} (#{{ contact.id }})")
@@ -359,6 +359,8 @@ class Run:
             if spy:
                 running.callback(lambda: profiles.update(spy.stop()))
             idle_ms = ui.idle_latency() if ui else {}
+            access = self.logdir / ACCESS_LOG
+            log_offset = access.stat().st_size if access.exists() else 0
             t0 = time.monotonic()
             r = web.post_form(f"/campaigns/{cid}/send", {})
             t_post = time.monotonic()
@@ -407,6 +409,7 @@ class Run:
                             "p50_ms": percentile(ui.latencies, 50), "p95_ms": percentile(ui.latencies, 95),
                             "max_ms": max(ui.latencies, default=float("nan")),
                             "p95_ms_by_page": {p: percentile(v, 95) for p, v in ui.by_path.items()},
+                            "server_p95_ms": percentile(server_times_ms(self.logdir, log_offset, set(ui.paths)), 95),
                             "idle_p50_ms_by_page": idle_ms}
         if profiles:
             result["profiles"] = {n: {"file": str(p), **summarise_profile(p)} for n, p in profiles.items()}
@@ -576,6 +579,8 @@ def main(argv) -> int:
                  f"<= 50 ms; p50 {ui['p50_ms']:.1f}, errors {ui['error_count']}, "
                  f"not sent (16 in flight) {ui['skipped_saturated']}"))
     if main_r.get("ui"):
+        rows.append(("  p95 inside gunicorn (access log)", f"{ui['server_p95_ms']:.1f} ms",
+                     "the rest of the latency is waiting: for a core, the connection, the load client"))
         rows += [(f"  p95 {page} (idle p50)", f"{ui['p95_ms_by_page'].get(page, float('nan')):.1f} ms",
                   f"{ui['idle_p50_ms_by_page'].get(page, float('nan')):.1f} ms before the send")
                  for page in ui["p95_ms_by_page"]]
