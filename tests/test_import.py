@@ -475,3 +475,97 @@ def test_an_import_queued_twice_runs_once(client, db, workers):
     assert db.execute("SELECT attempts FROM imports WHERE id = %s", (import_id,)).fetchone()["attempts"] == 1
     r = client.post(f"/contacts/import/{import_id}/requeue", follow_redirects=True)
     assert "Queued again." not in alerts(r)  # a finished import is not queued again
+
+
+# ---- chunks: the importer stages and merges the file a chunk at a time ---------------------------
+
+def _direct_import(db, data: str, columns, chunk_rows: int, monkeypatch, **options) -> dict:
+    """An import run in this process with chunks of `chunk_rows` rows (the worker uses 50,000)."""
+    import psycopg
+    from psycopg.rows import dict_row
+    from psycopg.types.json import Jsonb
+
+    from app.config import Config
+    from app.db import q
+    from app.services import importer
+    from app.services.import_rows import Mapping
+    from app.services.sheets import csv_rows
+
+    monkeypatch.setattr(importer, "CHUNK_ROWS", chunk_rows)
+    monkeypatch.setattr(importer, "COPY_BATCH", 2)
+    mapping = Mapping(columns=[{"role": r, "key": k, "type": t} for r, k, t in columns], **options)
+    import_id = db.execute(q.import_insert, {
+        "filename": "chunks.csv", "format": "csv", "size": len(data), "encoding": "utf-8", "delimiter": ",",
+        "has_header": True, "mapping": Jsonb(mapping.to_json()), "status": "running"}).fetchone()["id"]
+    rows = csv_rows(io.BytesIO(data.encode()), "utf-8", ",")
+    next(rows)
+    with psycopg.connect(Config.DATABASE_URL, row_factory=dict_row) as conn:
+        return importer.execute(conn, import_id, mapping, True, rows)
+
+
+CHUNKED_COLUMNS = [("email", "", "text"), ("name", "", "text"), ("attribute", "n", "number"), ("tags", "", "text"),
+                   ("status", "", "text")]
+
+
+def _chunked_file(prefix: str) -> str:
+    """Addresses repeated near and across chunk boundaries (in other cases too), contacts that
+    exist already, refused rows, statuses that must hold."""
+    rows = ["email,name,n,tags,status"]
+    for i in range(40):
+        address = f"{prefix}{i % 13}@example.com"
+        if i % 5 == 0:
+            address = address.upper()
+        status = {7: "unsubscribed", 21: "subscribed", 30: "bounced"}.get(i, "")
+        n = "many" if i % 11 == 4 else str(i)
+        rows.append(f"{address},Name {i if i % 3 else ''},{n},t{i % 4};t{i % 6},{status}")
+        if i % 9 == 0:
+            rows.append(f"not-an-address-{i},X,1,,")
+    rows.append(f"{prefix}old-b@example.com,,,,subscribed")
+    rows.append(f"{prefix.upper()}OLD-A@example.com,Again,5,t9,")
+    return "\n".join(rows) + "\n"
+
+
+@pytest.mark.parametrize("policy", [{"on_existing": "update"}, {"on_existing": "skip"},
+                                    {"on_existing": "overwrite", "resubscribe": True}])
+def test_chunks_import_exactly_what_one_chunk_does(db, monkeypatch, policy):
+    """Chunks of 4 rows (addresses recurring in later chunks, contacts from before the import)
+    end in the same contacts, lists and report as the whole file in one chunk."""
+    results = {}
+    for chunk_rows, prefix in ((4, f"ch4-{policy['on_existing']}-"), (10_000, f"ch1-{policy['on_existing']}-")):
+        list_id = db.execute("INSERT INTO lists (name) VALUES (%s) RETURNING id", (prefix,)).fetchone()["id"]
+        db.execute("INSERT INTO contacts (email, name, status, attributes, tags) VALUES "
+                   "(%s, 'A', 'subscribed', '{\"keep\": 1}', '{old}'), (%s, 'B', 'unsubscribed', '{}', '{}'),"
+                   "(%s, 'C', 'subscribed', '{}', '{}')",
+                   (f"{prefix}old-a@example.com", f"{prefix}old-b@example.com", f"{prefix}3@example.com"))
+        counts = _direct_import(db, _chunked_file(prefix), CHUNKED_COLUMNS, chunk_rows, monkeypatch,
+                                lists=[list_id], **policy)
+        state = {r["email"].lower().removeprefix(prefix): (r["name"], r["status"], r["attributes"], r["tags"],
+                                                           r["member"])
+                 for r in db.execute("SELECT c.*, EXISTS (SELECT 1 FROM list_members m WHERE m.contact_id = c.id "
+                                     "AND m.list_id = %s) AS member FROM contacts c WHERE lower(c.email) LIKE %s",
+                                     (list_id, prefix + "%"))}
+        results[chunk_rows] = (counts, state)
+    assert results[4] == results[10_000]
+    counts, state = results[4]
+    # 5 bad addresses and 4 bad numbers; 38 valid rows for 15 addresses.
+    assert (counts["rejected"], counts["duplicates"]) == (9, 38 - 15)
+    assert len(state) == 15 and all(member for *_, member in state.values())
+    if not policy.get("resubscribe"):
+        assert state["old-b@example.com"][1] == "unsubscribed"
+
+
+def test_a_database_error_in_a_later_chunk_stops_the_reader_and_changes_nothing(db, monkeypatch):
+    before = count(db, "contacts")
+    db.execute("CREATE FUNCTION refuse_late() RETURNS trigger LANGUAGE plpgsql AS "
+               "$$BEGIN IF NEW.email = 'late-4321@example.com' THEN RAISE EXCEPTION 'disk on fire'; END IF; RETURN NEW; END$$")
+    db.execute("CREATE TRIGGER refuse_late BEFORE INSERT ON contacts FOR EACH ROW EXECUTE FUNCTION refuse_late()")
+    try:
+        data = "email,name\n" + "".join(f"late-{i}@example.com,L\n" for i in range(5000))
+        with pytest.raises(Exception, match="disk on fire"):
+            _direct_import(db, data, [("email", "", "text"), ("name", "", "text")], 10, monkeypatch)
+    finally:
+        db.execute("DROP TRIGGER refuse_late ON contacts")
+        db.execute("DROP FUNCTION refuse_late()")
+    assert count(db, "contacts") == before
+    import threading
+    assert not [t for t in threading.enumerate() if t.name == "import-reader"]

@@ -201,16 +201,14 @@ def execute(conn, import_id: int, mapping: Mapping, has_header: bool, rows, prog
     step = _Steps(import_id)
     try:
         for text, chunk_rejected in reader.chunks():
-            t0 = time.perf_counter()
-            with conn.cursor() as cur, cur.copy(q.import_batch_copy) as copy:
-                copy.write(text)
-            step.times["copy"] = step.times.get("copy", 0.0) + time.perf_counter() - t0
+            step("copy", _copy, conn, text)
             if chunk_rejected:
                 step("rejects", conn.execute, q.import_batch_rejects, {"import_id": import_id})
             inserted += step("insert", conn.execute, q.import_batch_merge).rowcount
             conn.execute(q.import_batch_clear)
     finally:
         reader.stop()
+    step.times["waiting for rows"] = reader.waited
     total, rejected = reader.total, reader.rejected
     if total == 0:
         raise FileRefused("the file has a header row but no contacts under it" if has_header else "the file is empty")
@@ -225,6 +223,11 @@ def execute(conn, import_id: int, mapping: Mapping, has_header: bool, rows, prog
     return counts
 
 
+def _copy(conn, data: bytes) -> None:
+    with conn.cursor() as cur, cur.copy(q.import_batch_copy) as copy:
+        copy.write(data)
+
+
 class _Reader:
     """The rows of a file checked in a thread of their own, handed over as chunks of COPY text,
     encoded, so that the importing thread writes each with one call: it needs the GIL, which
@@ -235,6 +238,7 @@ class _Reader:
     def __init__(self, rows, check, progress, max_rows):
         self.rows, self.check, self.progress, self.max_rows = rows, check, progress, max_rows
         self.total = self.rejected = 0
+        self.waited = 0.0  # seconds the importing thread waited for a chunk
         self.handed = Queue(maxsize=2)
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._run, name="import-reader", daemon=True)
@@ -288,7 +292,9 @@ class _Reader:
 
     def chunks(self):
         while True:
+            t0 = time.perf_counter()
             item = self.handed.get()
+            self.waited += time.perf_counter() - t0
             if item is None:
                 return
             if isinstance(item, BaseException):
