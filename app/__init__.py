@@ -23,11 +23,12 @@ def create_app(overrides: dict | None = None) -> Flask:
         raise RuntimeError("SECRET_KEY must be set in the environment (scripts/run sets one up)")
     csrf.init_app(app)
 
-    from . import auth, cli, errors
+    from . import auth, cli, db, errors
     from .views import campaigns, contacts, dashboard, delivery, inbox, journal, public, segments
 
     auth.init_app(app)
     errors.init_app(app)
+    app.teardown_appcontext(db.release_reader)
     cli.init_app(app)
     for bp in (dashboard.bp, contacts.bp, campaigns.bp, delivery.bp, journal.bp, inbox.bp, public.bp, segments.bp):
         app.register_blueprint(bp)

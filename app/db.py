@@ -5,7 +5,10 @@ style, so the Python reads like the domain and the SQL can be read in one place.
 """
 import re
 import threading
+from contextlib import nullcontext
 from pathlib import Path
+
+from flask import g, has_request_context
 
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
@@ -62,13 +65,36 @@ def close_pool() -> None:
         _pool = None
 
 
+def _reader():
+    """The reads of one web request share one pooled connection in autocommit: a page's
+    half-dozen queries then cost one checkout (and its health check), not a checkout, a
+    check and a COMMIT each; while a send keeps PostgreSQL busy every round trip waits its
+    turn, and those waits were most of a page's time (issue 6). Elsewhere, a pooled one."""
+    if not has_request_context():
+        return pool().connection()
+    conn = g.get("_db_reader")
+    if conn is None:
+        conn = g._db_reader = pool().getconn()
+        conn.autocommit = True
+    return nullcontext(conn)
+
+
+def release_reader(exc=None) -> None:
+    """Hand the request's reader back (registered as an app-context teardown)."""
+    conn = g.pop("_db_reader", None)
+    if conn is not None:
+        if not conn.broken:
+            conn.autocommit = False
+        pool().putconn(conn)
+
+
 def fetchall(sql, params=None):
-    with pool().connection() as conn:
+    with _reader() as conn:
         return conn.execute(sql, params).fetchall()
 
 
 def fetchone(sql, params=None):
-    with pool().connection() as conn:
+    with _reader() as conn:
         return conn.execute(sql, params).fetchone()
 
 

@@ -8,7 +8,7 @@ from psycopg import errors
 from psycopg.rows import dict_row
 
 from ..config import Config
-from ..db import pool, q
+from ..db import fetchall, pool, q
 from . import journal, procedure
 from . import segment as segments
 from .journal import Event
@@ -24,8 +24,7 @@ class NoSuchCampaign(CampaignError):
 
 
 def counts(campaign_id: int) -> dict:
-    with pool().connection() as conn:
-        c = counts_in(conn, campaign_id)
+    c = {r["status"]: r["n"] for r in fetchall(q.campaign_counts, {"id": campaign_id})}
     c["total"] = sum(c.values())
     c["open"] = c.get("queued", 0) + c.get("retry", 0) + c.get("sending", 0)
     return c
