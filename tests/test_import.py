@@ -479,8 +479,9 @@ def test_an_import_queued_twice_runs_once(client, db, workers):
 
 # ---- chunks: the importer stages and merges the file a chunk at a time ---------------------------
 
-def _direct_import(db, data: str, columns, chunk_rows: int, monkeypatch, **options) -> dict:
-    """An import run in this process with chunks of `chunk_rows` rows (the worker uses 50,000)."""
+def _direct_import(db, data: str, columns, chunk_rows: int, monkeypatch, defer_indexes=False, **options) -> dict:
+    """An import run in this process with chunks of `chunk_rows` rows (the worker uses 50,000);
+    with `defer_indexes`, as into an empty contacts table (its secondary indexes built at the end)."""
     import psycopg
     from psycopg.rows import dict_row
     from psycopg.types.json import Jsonb
@@ -493,6 +494,8 @@ def _direct_import(db, data: str, columns, chunk_rows: int, monkeypatch, **optio
 
     monkeypatch.setattr(importer, "CHUNK_ROWS", chunk_rows)
     monkeypatch.setattr(importer, "COPY_BATCH", 2)
+    monkeypatch.setattr(importer, "DEFER_INDEXES_BYTES", 0 if defer_indexes else 1 << 62)
+    monkeypatch.setattr(importer, "_contacts_empty", lambda conn: defer_indexes)
     mapping = Mapping(columns=[{"role": r, "key": k, "type": t} for r, k, t in columns], **options)
     import_id = db.execute(q.import_insert, {
         "filename": "chunks.csv", "format": "csv", "size": len(data), "encoding": "utf-8", "delimiter": ",",
@@ -500,7 +503,7 @@ def _direct_import(db, data: str, columns, chunk_rows: int, monkeypatch, **optio
     rows = csv_rows(io.BytesIO(data.encode()), "utf-8", ",")
     next(rows)
     with psycopg.connect(Config.DATABASE_URL, row_factory=dict_row) as conn:
-        return importer.execute(conn, import_id, mapping, True, rows)
+        return importer.execute(conn, import_id, mapping, True, rows, size=len(data))
 
 
 CHUNKED_COLUMNS = [("email", "", "text"), ("name", "", "text"), ("attribute", "n", "number"), ("tags", "", "text"),
@@ -525,20 +528,29 @@ def _chunked_file(prefix: str) -> str:
     return "\n".join(rows) + "\n"
 
 
+def contact_indexes(db) -> list:
+    return db.execute("SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'contacts' ORDER BY 1").fetchall()
+
+
 @pytest.mark.parametrize("policy", [{"on_existing": "update"}, {"on_existing": "skip"},
                                     {"on_existing": "overwrite", "resubscribe": True}])
-def test_chunks_import_exactly_what_one_chunk_does(db, monkeypatch, policy):
+@pytest.mark.parametrize("defer", [False, True])
+def test_chunks_import_exactly_what_one_chunk_does(db, monkeypatch, caplog, policy, defer):
     """Chunks of 4 rows (addresses recurring in later chunks, contacts from before the import)
-    end in the same contacts, lists and report as the whole file in one chunk."""
+    end in the same contacts, lists and report as the whole file in one chunk; building the
+    secondary indexes at the end instead changes nothing but the time."""
     results = {}
-    for chunk_rows, prefix in ((4, f"ch4-{policy['on_existing']}-"), (10_000, f"ch1-{policy['on_existing']}-")):
+    indexes = contact_indexes(db)
+    caplog.set_level("INFO", logger="app.services.importer")
+    for chunk_rows, prefix in ((4, f"ch4-{policy['on_existing']}-{defer:d}-"),
+                               (10_000, f"ch1-{policy['on_existing']}-{defer:d}-")):
         list_id = db.execute("INSERT INTO lists (name) VALUES (%s) RETURNING id", (prefix,)).fetchone()["id"]
         db.execute("INSERT INTO contacts (email, name, status, attributes, tags) VALUES "
                    "(%s, 'A', 'subscribed', '{\"keep\": 1}', '{old}'), (%s, 'B', 'unsubscribed', '{}', '{}'),"
                    "(%s, 'C', 'subscribed', '{}', '{}')",
                    (f"{prefix}old-a@example.com", f"{prefix}old-b@example.com", f"{prefix}3@example.com"))
         counts = _direct_import(db, _chunked_file(prefix), CHUNKED_COLUMNS, chunk_rows, monkeypatch,
-                                lists=[list_id], **policy)
+                                defer_indexes=defer and chunk_rows == 4, lists=[list_id], **policy)
         state = {r["email"].lower().removeprefix(prefix): (r["name"], r["status"], r["attributes"], r["tags"],
                                                            r["member"])
                  for r in db.execute("SELECT c.*, EXISTS (SELECT 1 FROM list_members m WHERE m.contact_id = c.id "
@@ -546,6 +558,8 @@ def test_chunks_import_exactly_what_one_chunk_does(db, monkeypatch, policy):
                                      (list_id, prefix + "%"))}
         results[chunk_rows] = (counts, state)
     assert results[4] == results[10_000]
+    assert contact_indexes(db) == indexes
+    assert ("are built after the import" in caplog.text) == defer
     counts, state = results[4]
     # 5 bad addresses and 4 bad numbers; 38 valid rows for 15 addresses.
     assert (counts["rejected"], counts["duplicates"]) == (9, 38 - 15)
@@ -554,18 +568,19 @@ def test_chunks_import_exactly_what_one_chunk_does(db, monkeypatch, policy):
         assert state["old-b@example.com"][1] == "unsubscribed"
 
 
-def test_a_database_error_in_a_later_chunk_stops_the_reader_and_changes_nothing(db, monkeypatch):
-    before = count(db, "contacts")
+@pytest.mark.parametrize("defer", [False, True])
+def test_a_database_error_in_a_later_chunk_stops_the_reader_and_changes_nothing(db, monkeypatch, defer):
+    before, indexes = count(db, "contacts"), contact_indexes(db)
     db.execute("CREATE FUNCTION refuse_late() RETURNS trigger LANGUAGE plpgsql AS "
                "$$BEGIN IF NEW.email = 'late-4321@example.com' THEN RAISE EXCEPTION 'disk on fire'; END IF; RETURN NEW; END$$")
     db.execute("CREATE TRIGGER refuse_late BEFORE INSERT ON contacts FOR EACH ROW EXECUTE FUNCTION refuse_late()")
     try:
         data = "email,name\n" + "".join(f"late-{i}@example.com,L\n" for i in range(5000))
         with pytest.raises(Exception, match="disk on fire"):
-            _direct_import(db, data, [("email", "", "text"), ("name", "", "text")], 10, monkeypatch)
+            _direct_import(db, data, [("email", "", "text"), ("name", "", "text")], 10, monkeypatch, defer)
     finally:
         db.execute("DROP TRIGGER refuse_late ON contacts")
         db.execute("DROP FUNCTION refuse_late()")
-    assert count(db, "contacts") == before
+    assert count(db, "contacts") == before and contact_indexes(db) == indexes
     import threading
     assert not [t for t in threading.enumerate() if t.name == "import-reader"]

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from queue import Full, Queue
 
 import psycopg
-from psycopg import errors
+from psycopg import errors, sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 CHUNK_BYTES = 1 << 20
 COPY_BATCH = 2000  # rows per write to the COPY stream
 CHUNK_ROWS = 50_000  # rows staged and merged at a time
+# A file this large imported into an empty contacts table builds the secondary indexes at the
+# end instead of row by row (see import_contacts_empty in sql/queries/import.sql).
+DEFER_INDEXES_BYTES = 8 << 20
 PROGRESS_SECONDS = 0.5
 MAX_ATTEMPTS = 3
 QUICK_MAX_ROWS = 50_000
@@ -185,7 +188,7 @@ class Progress:
 
 
 def execute(conn, import_id: int, mapping: Mapping, has_header: bool, rows, progress: Progress | None = None,
-            max_rows: int | None = None) -> dict:
+            max_rows: int | None = None, size: int = 0) -> dict:
     """Check, stage and merge every row after the header, then commit: the whole import in one
     transaction of `conn`.
 
@@ -196,6 +199,7 @@ def execute(conn, import_id: int, mapping: Mapping, has_header: bool, rows, prog
     for create in (q.import_batch_create, q.import_new_create, q.import_later_create):
         conn.execute(create)
     started = time.perf_counter()
+    deferred = _defer_indexes(conn) if size >= DEFER_INDEXES_BYTES and not max_rows else []
     reader = _Reader(rows, row_checker(mapping, len(mapping.columns), has_header), progress, max_rows)
     inserted = 0
     step = _Steps(import_id)
@@ -216,11 +220,43 @@ def execute(conn, import_id: int, mapping: Mapping, has_header: bool, rows, prog
         progress.merging(total)
     log.info("import %s: %s rows read, checked and inserted in %.2f s", import_id, total, time.perf_counter() - started)
     counts = merge(conn, import_id, mapping, total, rejected, inserted, step)
+    if deferred:
+        conn.execute(q.import_index_build_memory)
+        for index in deferred:
+            step("index " + index["name"], conn.execute, index["definition"])
+    step.done()
     conn.execute(q.import_finish, {"id": import_id, **counts})
     conn.execute(q.import_drop_file, {"id": import_id})
     journal.append(conn, [Event("import.completed", detail={"import_id": import_id, **counts})])
     conn.commit()
     return counts
+
+
+def _defer_indexes(conn) -> list:
+    """Drop the contacts indexes no uniqueness rests on, for execute() to build at the end,
+    if contacts is empty and can be locked at once; the dropped indexes' rows, else []."""
+    if not _contacts_empty(conn):
+        return []
+    try:
+        with conn.transaction():  # a savepoint: a refused lock (or rows meanwhile) changes nothing
+            conn.execute(q.import_contacts_lock)
+            if not _contacts_empty(conn):
+                raise _NotEmpty
+            indexes = conn.execute(q.import_deferrable_indexes).fetchall()
+            for index in indexes:
+                conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(index["schema"], index["name"])))
+    except (errors.LockNotAvailable, _NotEmpty):
+        return []
+    log.info("contacts is empty: its indexes %s are built after the import", ", ".join(i["name"] for i in indexes))
+    return indexes
+
+
+class _NotEmpty(Exception):
+    pass
+
+
+def _contacts_empty(conn) -> bool:
+    return conn.execute(q.import_contacts_empty).fetchone()["empty"]
 
 
 def _copy(conn, data: bytes) -> None:
@@ -324,7 +360,6 @@ def merge(conn, import_id: int, mapping: Mapping, total: int, rejected: int, ins
         if missing:
             raise ImportFailed("a list chosen for this import was deleted meanwhile: choose the lists again")
         step("lists", conn.execute, q.import_join_lists, {"lists": mapping.lists})
-    step.done()
     updated = later if mapping.on_existing != "skip" else 0
     addresses = inserted + existing
     return {"rows_read": total, "inserted": inserted, "updated": updated, "skipped": later - updated,
@@ -365,7 +400,8 @@ def run(import_id: int) -> dict | None:
                 rows = iter(rows)
                 if imp["has_header"]:
                     next(rows, None)
-                return execute(conn, import_id, mapping, imp["has_header"], rows, Progress(side, import_id, fraction))
+                return execute(conn, import_id, mapping, imp["has_header"], rows, Progress(side, import_id, fraction),
+                               size=imp["size"])
         except USER_ERRORS as exc:
             _fail(side, import_id, str(exc))
             return None

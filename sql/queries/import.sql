@@ -210,3 +210,26 @@ SELECT l.id, t.id
   FROM lists l, (SELECT id FROM import_new UNION ALL SELECT id FROM import_pending WHERE NOT inserted) t
  WHERE l.id = ANY(%(lists)s::bigint[])
 ON CONFLICT DO NOTHING;
+
+-- ---- a large import into an empty contacts table builds the secondary indexes once ---------
+-- Maintaining the GIN indexes (tags, attributes) and created_at row by row costs more than
+-- building them over the finished table (1M rows: ~2.5 s of inserts against ~1.7 s of build).
+-- Only when contacts is empty, since the import then holds the table exclusively until it
+-- commits (readers wait); NOWAIT, so it never queues behind a reader. All inside the import's
+-- transaction: a failed import rolls the indexes back with everything else.
+-- name: import_contacts_empty
+SELECT NOT EXISTS (SELECT 1 FROM contacts) AS empty;
+
+-- name: import_contacts_lock
+LOCK TABLE contacts IN ACCESS EXCLUSIVE MODE NOWAIT;
+
+-- The indexes no uniqueness rests on, as their definitions (rebuilt from these, so a later
+-- migration's change to one is kept).
+-- name: import_deferrable_indexes
+SELECT n.nspname AS schema, c.relname AS name, pg_get_indexdef(i.indexrelid) AS definition
+  FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE i.indrelid = 'contacts'::regclass AND NOT i.indisunique AND NOT i.indisprimary
+ ORDER BY c.relname;
+
+-- name: import_index_build_memory
+SET LOCAL maintenance_work_mem = '256MB';
