@@ -461,8 +461,9 @@ class Run:
                 raise BenchError(f"message to {rcpt} is not personalised correctly: {'; '.join(wrong)}")
         return len(messages)
 
-    def materialise(self, web: WebClient, total: int) -> float:
-        """Seconds for `campaigns.start` (INSERT..SELECT of every delivery, journal, enqueue)."""
+    def materialise(self, web: WebClient, total: int) -> tuple[float, float]:
+        """Seconds for `campaigns.start` (every delivery written, journal, enqueue), and until
+        its first page was committed and enqueued (the campaign's `campaign.running` event)."""
         existing = self.db.execute("SELECT count(*) AS n FROM contacts").fetchone()["n"]
         if existing < total:
             self.seed(existing + 1, total)
@@ -470,12 +471,14 @@ class Run:
         cid = self.make_campaign(web, f"bench materialise {total}", list_id)
         from app.services import campaign
 
+        t0_db = self.db.execute(self.q.bench_clock).fetchone()["t"]
         t0 = time.monotonic()
         result = campaign.start(cid, source="bench")
         elapsed = time.monotonic() - t0
         if result.get("deliveries") != total:
             raise BenchError(f"materialised {result} instead of {total} deliveries")
-        return elapsed
+        running = self.db.execute(self.q.bench_running_at, {"id": cid}).fetchone()["at"]
+        return elapsed, (running - t0_db).total_seconds()
 
 
 def parse(argv):
@@ -539,7 +542,7 @@ def main(argv) -> int:
 
             if args.materialise:
                 log(f"materialising {args.materialise} deliveries")
-                details["materialise_s"] = run.materialise(web, args.materialise)
+                details["materialise_s"], details["materialise_first_page_s"] = run.materialise(web, args.materialise)
         finally:
             details["postgres_restarts"] = run.db.restarts
             run.close()
@@ -569,6 +572,8 @@ def main(argv) -> int:
         ("Send request (materialise + enqueue)", f"{main_r['send_request_s']:.2f} s", ""),
         (f"materialise {args.materialise} (campaigns.start)",
          f"{figures['materialise_1m_s']} s" if args.materialise else "skipped", "<= 5 s"),
+        ("  of which until its first page was sendable", f"{details['materialise_first_page_s']:.2f} s"
+         if args.materialise else "skipped", "the rest is written while the first page sends"),
         (f"worker peak RSS at {args.recipients}", f"{main_peak:.1f} MB", "<= 150 MB"),
     ]
     if flat_peak:

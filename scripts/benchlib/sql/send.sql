@@ -48,3 +48,10 @@ SELECT d.email, d.message_id, c.id AS contact_id, c.name, c.attributes
 -- Backends serving the benchmark's database, for their CPU time.
 -- name: bench_backends
 SELECT pid FROM pg_stat_activity WHERE datname = current_database();
+
+-- name: bench_clock
+SELECT clock_timestamp() AS t;
+
+-- When a campaign's first page was committed and enqueued (sending could begin).
+-- name: bench_running_at
+SELECT at FROM journal WHERE campaign_id = %(id)s AND kind = 'campaign.running' ORDER BY id LIMIT 1;
