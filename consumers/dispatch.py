@@ -13,9 +13,9 @@ Outcomes: 2xx sent; 4xx, refused, timeout or dropped mid-DATA retried through th
 max_attempts; then `dead`, recorded as a dead letter and copied to `dispatch.XQ`. A 5xx
 fails at once; a 550-class "no such user" also suppresses the address.
 """
-import json
 import logging
 import random
+import re
 import secrets
 import threading
 import time
@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from email.utils import formatdate
 
 import dramatiq
+import orjson
 import psycopg
 from dramatiq.middleware import CurrentMessage
 from psycopg.types.json import Jsonb
@@ -42,6 +43,7 @@ from .messages import Email
 
 log = logging.getLogger("dispatch")
 RECORD_PATIENCE = 120.0  # seconds to keep trying to write outcomes we know while PostgreSQL is away
+_SURROGATE = re.compile("[\ud800-\udfff]")
 RECORD_EVERY = 0.5  # seconds: outcomes of a chunk still sending are written at least this often
 
 _pool: SmtpPool | None = None
@@ -133,7 +135,7 @@ class _Batch:
         with pool().connection() as conn:
             if outcomes:
                 conn.execute(q.delivery_record_outcomes, {
-                    "outcomes": json.dumps([o.row for o in outcomes]), "claimed_by": self.claimed_by,
+                    "outcomes": outcomes_json(outcomes), "claimed_by": self.claimed_by,
                     "campaign_id": cid})
             if unclaimed:
                 conn.execute(q.delivery_unclaim, {"ids": unclaimed, "claimed_by": self.claimed_by})
@@ -173,6 +175,18 @@ class _Batch:
                                for e in claim if e["d"] not in claimed]
             journal.append(conn, events)
         return claimed
+
+
+def outcomes_json(outcomes: list[Outcome]) -> str:
+    """The outcomes as delivery_record_outcomes reads them. A lone surrogate (an address in a
+    message published by hand) is valid in neither UTF-8 nor PostgreSQL's JSON: it is stored
+    as U+FFFD rather than failing the batch's commit again at every retry."""
+    rows = [o.row for o in outcomes]
+    try:
+        return orjson.dumps(rows).decode()
+    except TypeError:
+        return orjson.dumps([{k: _SURROGATE.sub("\ufffd", v) if isinstance(v, str) else v
+                              for k, v in row.items()} for row in rows]).decode()
 
 
 def _dead_message(campaign_id: int, outcome: Outcome) -> dramatiq.Message:

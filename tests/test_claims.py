@@ -110,3 +110,19 @@ def test_completion_follows_the_counters_of_open_and_in_flight_deliveries(db):
         record(conn, ids[5:], "failed", "550 no", "w/c", cid)
         assert campaigns.complete_if_done(conn, cid)
     assert db.execute("SELECT status FROM campaigns WHERE id = %s", (cid,)).fetchone()["status"] == "completed"
+
+
+def test_outcomes_with_a_lone_surrogate_still_record(db):
+    """An address with a lone surrogate (a hand-published message) fails to build, and its
+    outcome must still be written, not fail the commit at every retry."""
+    from consumers.dispatch import Outcome, outcomes_json
+
+    cid, ids = running_campaign(db, 1, "surrogate")
+    claim(ids, cid, "w/s")
+    outcome = Outcome({"d": ids[0], "to": "bad\ud800@example.org"}, 1, "failed", "could not be built: \udcff")
+    with pool().connection() as conn:
+        conn.execute(q.delivery_record_outcomes, {"outcomes": outcomes_json([outcome]), "claimed_by": "w/s",
+                                                  "campaign_id": cid})
+    assert statuses(db, ids) == {ids[0]: "failed"}
+    event = db.execute("SELECT email, detail FROM journal WHERE delivery_id = %s", (ids[0],)).fetchone()
+    assert event["email"] == "bad\ufffd@example.org" and event["detail"]["reply"].endswith("\ufffd")
