@@ -1,10 +1,12 @@
 """Contact imports: upload, mapping, a background run, the report.
 
 The uploaded file is kept in PostgreSQL (import_chunks), so the import worker may run on any
-host. A run streams the file row by row (never whole in memory), COPYs every row, good or
-refused, into a temporary staging table, and merges it into the contacts with a few set-based
-statements, all in one transaction: an import either completes with its report or leaves the
-contacts exactly as they were. Progress goes through a second connection so the page can
+host. A run streams the file row by row (never whole in memory): a reader thread checks the
+rows while the import's connection COPYs them, 50,000 at a time, good or refused, into a
+temporary staging table and merges each chunk into the contacts with set-based statements;
+the rows that met an existing contact are applied once at the end. All of it is one
+transaction: an import either completes with its report or leaves the contacts exactly as
+they were. Progress goes through a second connection so the page can
 show it while that transaction is still open.
 """
 import io
