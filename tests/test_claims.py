@@ -49,6 +49,12 @@ def test_a_claim_notes_its_ids_until_the_batch_settles(db):
     rows = db.execute("SELECT claimed_by, ids FROM delivery_claims WHERE campaign_id = %s", (cid,)).fetchall()
     assert rows == [{"claimed_by": "w1/a", "ids": ids[:20]}]
     with pool().connection() as conn:
+        record(conn, ids[:19], "sent", "250 ok", "w1/a", cid)
+        conn.execute(q.delivery_claim_release, {"claimed_by": "w1/a"})
+    # One email was in flight when the batch broke off: its claim stays for the scheduler.
+    assert db.execute("SELECT ids FROM delivery_claims WHERE campaign_id = %s", (cid,)).fetchone()["ids"] == ids[:20]
+    with pool().connection() as conn:
+        record(conn, ids[19:20], "sent", "250 ok", "w1/a", cid)
         conn.execute(q.delivery_claim_release, {"claimed_by": "w1/a"})
     assert db.execute("SELECT count(*) AS n FROM delivery_claims WHERE campaign_id = %s", (cid,)).fetchone()["n"] == 0
 

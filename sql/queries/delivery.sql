@@ -37,9 +37,14 @@ claimed AS (
 )
 SELECT * FROM claimed;
 
--- A batch's claims are settled (its last outcomes are in the same transaction).
+-- A batch's claims are settled (its last outcomes are in the same transaction). A delivery
+-- still `sending` then was in flight when the batch broke off (an interrupt mid-send): its
+-- fate is unknown, and the row stays for the scheduler to find it.
 -- name: delivery_claim_release
-DELETE FROM delivery_claims WHERE claimed_by = %(claimed_by)s;
+DELETE FROM delivery_claims c
+ WHERE c.claimed_by = %(claimed_by)s
+   AND NOT EXISTS (SELECT 1 FROM deliveries d
+                    WHERE d.id = ANY(c.ids) AND d.claimed_by = c.claimed_by AND d.status = 'sending');
 
 -- name: delivery_claimed_by
 SELECT id, attempts, attempts - attempt_floor AS round_attempt FROM deliveries
