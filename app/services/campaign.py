@@ -149,6 +149,8 @@ def finish_interrupted_materialise(campaign_id: int) -> bool:
             reread = {"id": campaign_id, "after_contact": campaign["materialising_after"], **params}
             detail["staged_rest_lost"] = True
         before = conn.execute(q.campaign_delivery_total, {"id": campaign_id}).fetchone()["n"]
+        # The stream starts from the campaign's first delivery: the start may have died before
+        # it enqueued its first page; what was enqueued twice is dropped at the claim.
         _move_rest(conn, campaign_id, "scheduler", detail, before, 0, reread)
     return True
 
