@@ -9,7 +9,7 @@ import pytest
 from psycopg.types.json import Jsonb
 
 from app.config import Config
-from app.services import procedure, segment
+from app.services import procedure, rules, segment
 from tests.test_send_e2e import make_campaign
 
 ALERT = re.compile(r'role="alert"[^>]*>(.*?)</', re.S)
@@ -481,3 +481,22 @@ def test_save_matches_as_a_list_and_refresh_it(client, db):
                     follow_redirects=True)
     assert any("exists already" in a for a in alerts(r))
     assert client.post("/segments/lists/999999999/refresh").status_code == 404
+
+
+def test_email_equals_ignores_case_and_finds_its_contacts_by_index(db):
+    """citext's rule (equal once lower-cased), in the form of the contacts' unique index, so a
+    segment on one address reads one contact, not every contact (migration 012)."""
+    ids = people(db, "seg-mail.test", [("Ann", "Ann", {}, [], "subscribed"), ("bob", "Bob", {}, [], "subscribed")])
+    from psycopg import sql as psql
+
+    def matching(rule):
+        query = psql.SQL("SELECT c.id FROM contacts c WHERE {}").format(rules.where(rules.normalise(rule)))
+        return {r["id"] for r in db.execute(query)}, "\n".join(
+            r["QUERY PLAN"] for r in db.execute(psql.SQL("EXPLAIN ") + query))
+
+    found, plan = matching(scoped("seg-mail.test", cond("email", "equals", "ANN@Seg-Mail.test")))
+    assert found == {ids["Ann"]} and "contacts_email_lower" in plan
+    found, plan = matching(scoped("seg-mail.test", cond("email", "in", ["bob@SEG-MAIL.TEST", "x@seg-mail.test"])))
+    assert found == {ids["bob"]} and "contacts_email_lower" in plan
+    found, _ = matching(scoped("seg-mail.test", cond("email", "not_equals", "ann@seg-mail.test")))
+    assert found == {ids["bob"]}

@@ -318,6 +318,19 @@ def _text(column: sql.Composable, op: str, value) -> sql.Composed:
     return sql.SQL("coalesce({}, '') = ''").format(column)
 
 
+_ADDRESS = sql.SQL('lower(c.email::text) COLLATE "C"')
+
+
+def _address(op: str, value) -> sql.Composed:
+    """Address equality as citext's (lower-cased on both sides), in the form of the contacts'
+    unique index (migration 012), so "email equals" finds its contacts instead of reading all."""
+    if op == "not_equals":
+        return _not(_address("equals", value))
+    values = value if op == "in" else [value]
+    return sql.SQL("{} IN ({})").format(_ADDRESS, sql.SQL(", ").join(
+        sql.SQL("lower({})").format(sql.Literal(v)) for v in values))
+
+
 def _compare(expr: sql.Composable, op: str, value) -> sql.Composed:
     """Numbers and attribute dates: plain comparisons on a typed expression."""
     symbols = {"equals": "=", "gt": ">", "lt": "<", "before": "<", "after": ">"}
@@ -361,6 +374,8 @@ def _condition_sql(cond: dict) -> sql.Composed:
     field, op, value = cond["field"], cond["op"], cond.get("value")
     if field == "attribute":
         return _attribute(cond)
+    if field == "email" and op in ("equals", "not_equals", "in"):
+        return _address(op, value)
     if field in ("email", "name"):
         return _text(sql.SQL("c.{}").format(sql.Identifier(field)), op, value)
     if field == "status":
