@@ -24,7 +24,12 @@ class NoSuchCampaign(CampaignError):
 
 
 def counts(campaign_id: int) -> dict:
-    c = {r["status"]: r["n"] for r in fetchall(q.campaign_counts, {"id": campaign_id})}
+    return summarise_counts(fetchall(q.campaign_counts, {"id": campaign_id}))
+
+
+def summarise_counts(rows: list[dict]) -> dict:
+    """campaign_counts' rows as the pages show them, with the total and what is still open."""
+    c = {r["status"]: r["n"] for r in rows}
     c["total"] = sum(c.values())
     c["open"] = c.get("queued", 0) + c.get("retry", 0) + c.get("sending", 0)
     return c

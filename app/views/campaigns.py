@@ -4,7 +4,7 @@ import hashlib
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 
 from ..config import Config
-from ..db import fetchall, fetchone, pool, q
+from ..db import fetch_together, fetchall, fetchone, pool, q
 from ..errors import size_label
 from ..forms import ActionForm, AttachmentForm, CampaignForm, PreviewForm, TestSendForm
 from ..render import RenderError, compile_campaign
@@ -79,18 +79,23 @@ def edit(campaign_id):
 
 @bp.route("/campaigns/<int:campaign_id>")
 def show(campaign_id):
-    campaign = _get(campaign_id)
-    counts = campaigns.counts(campaign_id)
+    # The page's reads in one round trip: while a send keeps PostgreSQL busy, each round trip
+    # waits its turn, and this page is what the manager watches during a send.
+    campaign, count_rows, attachments, deliveries, dead_letters = fetch_together(
+        (q.campaign_get, {"id": campaign_id}), (q.campaign_counts, {"id": campaign_id}),
+        (q.attachment_list, {"campaign_id": campaign_id}),
+        (q.delivery_list, {"campaign_id": campaign_id, "after": 0, "status": None, "limit": 50}),
+        (q.dead_letter_counts, {"campaign_id": campaign_id, "unassigned": False}))
+    if not campaign:
+        abort(404)
+    counts = campaigns.summarise_counts(count_rows)
     return render_template(
-        "campaign.html", campaign=campaign, counts=counts,
-        attachments=fetchall(q.attachment_list, {"campaign_id": campaign_id}),
-        deliveries=fetchall(q.delivery_list, {"campaign_id": campaign_id, "after": 0, "status": None, "limit": 50}),
+        "campaign.html", campaign=campaign[0], counts=counts, attachments=attachments, deliveries=deliveries,
         # No index finds unknown rows (it would slow every status change); the counters say
         # whether there are any, which is almost never.
         unknown=fetchall(q.delivery_list, {"campaign_id": campaign_id, "after": 0, "status": "unknown", "limit": 200})
         if counts.get("unknown") else [],
-        dead_letters={r["status"]: r["n"] for r in fetchall(
-            q.dead_letter_counts, {"campaign_id": campaign_id, "unassigned": False})},
+        dead_letters={r["status"]: r["n"] for r in dead_letters},
         attach_form=AttachmentForm(), preview_form=PreviewForm(), test_form=TestSendForm(), action=ActionForm(),
         max_attachment=size_label(Config.MAX_ATTACHMENT_BYTES))
 

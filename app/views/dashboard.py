@@ -1,10 +1,11 @@
 from flask import Blueprint, render_template
 
-from ..db import fetchall, q
+from ..db import fetch_together, q
 
 bp = Blueprint("dashboard", __name__)
 
 
 @bp.route("/")
 def index():
-    return render_template("dashboard.html", campaigns=fetchall(q.campaign_list), lists=fetchall(q.list_all))
+    campaigns, lists = fetch_together((q.campaign_list, None), (q.list_all, None))
+    return render_template("dashboard.html", campaigns=campaigns, lists=lists)
