@@ -2,7 +2,8 @@
 import os
 
 from flask import Flask
-from flask_wtf.csrf import CSRFProtect
+from flask_wtf.csrf import CSRFProtect, generate_csrf
+from markupsafe import Markup, escape
 
 from .config import Config
 
@@ -32,6 +33,10 @@ def create_app(overrides: dict | None = None) -> Flask:
     cli.init_app(app)
     for bp in (dashboard.bp, contacts.bp, campaigns.bp, delivery.bp, journal.bp, inbox.bp, public.bp, segments.bp):
         app.register_blueprint(bp)
+    # One hidden token field per form, without the id WTForms gives it: a page of several
+    # forms would otherwise repeat id="csrf_token".
+    app.jinja_env.globals["csrf_field"] = lambda: Markup(
+        f'<input type="hidden" name="csrf_token" value="{escape(generate_csrf())}">')
     app.jinja_env.globals["vendor_css"] = os.path.exists(
         os.path.join(app.static_folder, "vendor", "pico.min.css"))
     return app

@@ -241,3 +241,21 @@ def test_login_without_a_token_is_refused(app, manager):
     r = client.post("/login", data={"username": manager[0], "password": manager[1]})
     assert r.status_code == 400 and "Form expired" in r.get_data(as_text=True)
     assert not logged_in(client)
+
+
+def test_no_page_repeats_an_element_id(app, manager, db):
+    """With CSRF on, pages of several forms gave each hidden token field id="csrf_token"."""
+    from collections import Counter
+
+    client = app.test_client()
+    assert login(client).status_code == 302
+    cid = db.execute("INSERT INTO campaigns (name, from_email, subject) VALUES ('ids', 'a@example.org', 's') "
+                     "RETURNING id").fetchone()["id"]
+    for path in ["/", "/contacts", "/lists", "/campaigns/new", f"/campaigns/{cid}", f"/campaigns/{cid}/edit",
+                 "/segments", "/segments/new", "/journal", "/contacts/import"]:
+        r = client.get(path)
+        assert r.status_code == 200, path
+        html = r.get_data(as_text=True)
+        assert CSRF.search(html), f"{path} has no CSRF field"
+        repeated = [i for i, n in Counter(re.findall(r'\bid="([^"]+)"', html)).items() if n > 1]
+        assert not repeated, f"{path} repeats ids {repeated}"

@@ -459,3 +459,4 @@ def test_a_list_name_is_required_and_unique(client, db):
     r = client.post("/lists", data={"name": "L" * 10_000})
     assert r.status_code == 400 and "Field cannot be longer than 200 characters." in alerts(r)
     assert count(db, "lists WHERE name = 'Once'") == 1
+
