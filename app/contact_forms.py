@@ -6,7 +6,7 @@ from wtforms import (BooleanField, FieldList, Form, FormField, HiddenField, Radi
                      SelectMultipleField, StringField, TextAreaField)
 from wtforms.validators import DataRequired, Length, Optional, ValidationError
 
-from .forms import EmailAddress
+from .forms import EmailAddress, options
 from .services.import_rows import MAX_KEY, MAX_NAME, ON_EXISTING, ROLES, STATUSES, TYPES
 from .services.sheets import DELIMITERS, ENCODINGS
 
@@ -21,20 +21,20 @@ ON_EXISTING_LABELS = {
 
 class ImportUploadForm(FlaskForm):
     file = FileField("CSV or Excel (.xlsx) file", validators=[FileRequired("Choose a file to import.")])
-    encoding = SelectField("Encoding", choices=[("", "detect it")] + list(ENCODINGS.items()), default="")
+    encoding = SelectField("Encoding", choices=options([("", "detect it")] + list(ENCODINGS.items())), default="")
 
 
 class ColumnForm(Form):
     """One column of the file: what it holds (a sub-form: the page's token covers it)."""
-    role = SelectField(choices=[(r, ROLE_LABELS[r]) for r in ROLES], default="ignore")
+    role = SelectField(choices=options((r, ROLE_LABELS[r]) for r in ROLES), default="ignore")
     key = StringField(validators=[Optional(), Length(max=MAX_KEY)])
-    kind = SelectField(choices=[(t, t) for t in TYPES], default="text")
+    kind = SelectField(choices=options((t, t) for t in TYPES), default="text")
 
 
 class ImportMapForm(FlaskForm):
     columns = FieldList(FormField(ColumnForm), max_entries=1000)
     on_existing = RadioField("Addresses that are already contacts", default="update",
-                             choices=[(o, ON_EXISTING_LABELS[o]) for o in ON_EXISTING])
+                             choices=options((o, ON_EXISTING_LABELS[o]) for o in ON_EXISTING))
     lists = SelectMultipleField("Add every address of the file to these lists", coerce=int, validators=[Optional()])
     new_list = StringField("…and to a new list named", validators=[Optional(), Length(max=200)])
     resubscribe = BooleanField("Resubscribe contacts who unsubscribed or bounced (only if they asked to be "
@@ -49,7 +49,7 @@ class ImportMapForm(FlaskForm):
 class ContactEditForm(FlaskForm):
     email = StringField("Email", validators=[DataRequired(), Length(max=320), EmailAddress()])
     name = StringField("Name", validators=[Optional(), Length(max=MAX_NAME)])
-    status = SelectField("Status", choices=[(s, s) for s in STATUSES])
+    status = SelectField("Status", choices=options((s, s) for s in STATUSES))
     tags = StringField("Tags (comma-separated)", validators=[Optional(), Length(max=10_000)])
     attributes = TextAreaField("Attributes (JSON object)", validators=[Optional(), Length(max=100_000)])
     lists = SelectMultipleField("Lists", coerce=int, validators=[Optional()])
@@ -69,8 +69,9 @@ class BulkForm(FlaskForm):
     """A bulk action on the ticked contacts (their `ids` checkboxes) or on everything the
     filter in the form's URL matches."""
     # Own ids: the contacts page shows this form next to the add and upload forms.
-    action = SelectField("Action", choices=list(BULK_ACTIONS.items()), id="bulk_action")
-    scope = RadioField("On", choices=[("selected", "the ticked contacts"), ("filter", "every contact the filter matches")],
+    action = SelectField("Action", choices=options(BULK_ACTIONS.items()), id="bulk_action")
+    scope = RadioField("On", choices=options([("selected", "the ticked contacts"),
+                                            ("filter", "every contact the filter matches")]),
                        default="selected")
     list_id = SelectField("List", coerce=int, validators=[Optional()], id="bulk_list_id")
     tag = StringField("Tag", validators=[Optional(), Length(max=100)], id="bulk_tag")

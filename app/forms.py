@@ -4,9 +4,16 @@ from flask_wtf import FlaskForm
 from flask_wtf.file import FileField, FileRequired
 from wtforms import (HiddenField, IntegerField, PasswordField, RadioField, SelectField, SelectMultipleField,
                      StringField, TextAreaField)
+from wtforms.fields.choices import SelectChoice
 from wtforms.validators import AnyOf, DataRequired, Length, NumberRange, Optional, ValidationError
 
 from .render import RenderError, check_template
+
+
+def options(pairs) -> list[SelectChoice]:
+    """(value, label) pairs as the choices of a select or radio field (WTForms 3.3 deprecates
+    plain tuples)."""
+    return [SelectChoice(value, label) for value, label in pairs]
 
 
 def normalise_email(value: str) -> str:
@@ -65,7 +72,7 @@ class CampaignForm(FlaskForm):
     subject = StringField("Subject", validators=[DataRequired(message="The subject cannot be empty."),
                                                  Length(max=998), JinjaTemplate("Subject")])
     body_html = TextAreaField("HTML body", validators=[DataRequired(), Length(max=1_000_000), JinjaTemplate("Body")])
-    target = RadioField("Send to", choices=[("list", "a list"), ("segment", "a segment version")], default="list")
+    target = RadioField("Send to", choices=options([("list", "a list"), ("segment", "a segment version")]), default="list")
     list_id = SelectField("Send to list", coerce=int, validators=[Optional()])
     segment_version_id = SelectField("Send to segment version", coerce=int, validators=[Optional()])
     exclude_list_ids = SelectMultipleField("Exclude members of lists", coerce=int, validators=[Optional()])

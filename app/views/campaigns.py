@@ -6,7 +6,7 @@ from flask import Blueprint, abort, flash, redirect, render_template, request, u
 from ..config import Config
 from ..db import fetch_together, fetchall, fetchone, pool, q
 from ..errors import size_label
-from ..forms import ActionForm, AttachmentForm, CampaignForm, PreviewForm, TestSendForm
+from ..forms import ActionForm, AttachmentForm, CampaignForm, PreviewForm, TestSendForm, options
 from ..render import RenderError, compile_campaign
 from ..services import campaign as campaigns
 from ..services import preview
@@ -29,12 +29,12 @@ def _form(obj=None) -> CampaignForm:
     if obj and obj.get("segment_version_id"):
         obj = {**obj, "target": "segment"}
     form = CampaignForm(data=obj)
-    form.list_id.choices = form.exclude_list_ids.choices = [
-        (r["id"], f"{r['name']} ({r['members']})") for r in fetchall(q.list_all)]
+    form.list_id.choices = form.exclude_list_ids.choices = options(
+        (r["id"], f"{r['name']} ({r['members']})") for r in fetchall(q.list_all))
     versions = segments.version_choices()
-    form.segment_version_id.choices = [(0, "— choose —")] + versions["segment"]
-    form.exclude_segment_version_ids.choices = versions["segment"]
-    form.merge_version_id.choices = [(0, "— none —")] + versions["merge"]
+    form.segment_version_id.choices = options([(0, "— choose —")] + versions["segment"])
+    form.exclude_segment_version_ids.choices = options(versions["segment"])
+    form.merge_version_id.choices = options([(0, "— none —")] + versions["merge"])
     return form
 
 

@@ -9,7 +9,7 @@ from psycopg.types.json import Jsonb
 from ..config import Config
 from ..contact_forms import BULK_ACTIONS, BulkForm, ContactEditForm, EraseForm
 from ..db import fetchall, fetchone, pool, q
-from ..forms import ContactForm, CsvUploadForm, ListForm
+from ..forms import ContactForm, CsvUploadForm, ListForm, options
 from ..services import contact as contacts
 from ..services import importer
 from ..services.contact import ContactError, Filter
@@ -22,7 +22,7 @@ bp.register_blueprint(imports.bp)
 
 
 def _list_choices():
-    return [(0, "— none —")] + [(r["id"], r["name"]) for r in fetchall(q.list_all)]
+    return options([(0, "— none —")] + [(r["id"], r["name"]) for r in fetchall(q.list_all)])
 
 
 def _index_page(form=None, code=200):
@@ -35,7 +35,7 @@ def _index_page(form=None, code=200):
     form = form or ContactForm()
     upload, bulk = CsvUploadForm(), BulkForm()
     form.list_id.choices = upload.list_id.choices = _list_choices()
-    bulk.list_id.choices = [(r["id"], r["name"]) for r in lists]
+    bulk.list_id.choices = options((r["id"], r["name"]) for r in lists)
     if after is not None:  # a page of newer contacts: the older ones are where we came from
         older, newer = (rows[-1]["id"] if rows else None), (rows[0]["id"] if more else None)
     else:
@@ -99,7 +99,7 @@ def upload():
 def bulk():
     f = Filter.from_args(request.args)
     form = BulkForm()
-    form.list_id.choices = [(r["id"], r["name"]) for r in fetchall(q.list_all)]
+    form.list_id.choices = options((r["id"], r["name"]) for r in fetchall(q.list_all))
     if not form.validate_on_submit():
         flash("The action was not valid: " + "; ".join(e for es in form.errors.values() for e in es), "error")
         return redirect(url_for(".index", **f.args()))
@@ -150,7 +150,7 @@ def edit(contact_id):
     form = ContactEditForm(data={**contact, "tags": ", ".join(contact["tags"]), "lists": current,
                                  "attributes": json.dumps(contact["attributes"], ensure_ascii=False, indent=1)}
                            if request.method == "GET" else None)
-    form.lists.choices = [(r["id"], r["name"]) for r in fetchall(q.list_all)]
+    form.lists.choices = options((r["id"], r["name"]) for r in fetchall(q.list_all))
     if form.validate_on_submit():
         try:
             attributes = contacts.parse_attributes(form.attributes.data)

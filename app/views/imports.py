@@ -13,7 +13,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from ..contact_forms import ImportMapForm, ImportUploadForm
 from ..db import fetchall, fetchone, pool, q
 from ..errors import size_label
-from ..forms import ActionForm
+from ..forms import ActionForm, options
 from ..services import importer
 from ..services.import_rows import Mapping, MappingError, guess_mapping
 from ..services.sheets import DELIMITERS, ENCODINGS, FileRefused, spreadsheet_safe
@@ -102,7 +102,7 @@ def _mapping_page(imp, encoding, delimiter, has_header, form=None, error=None, c
         form = ImportMapForm(formdata=None, data={"columns": columns, "tag_separator": guess.tag_separator,
                                    "encoding": encoding or "", "delimiter": delimiter or "",
                                    "has_header": "1" if has_header else "0"})
-    form.lists.choices = [(r["id"], f"{r['name']} ({r['members']})") for r in fetchall(q.list_all)]
+    form.lists.choices = options((r["id"], f"{r['name']} ({r['members']})") for r in fetchall(q.list_all))
     return render_template("import_map.html", imp=imp, preview=preview, form=form, encoding=encoding,
                            delimiter=delimiter, has_header=has_header, error=error,
                            encodings=ENCODINGS, delimiters=DELIMITERS), code
@@ -116,7 +116,7 @@ def start(import_id):
         return redirect(url_for(".show", import_id=import_id))
     encoding, delimiter, has_header = _reading_options(imp, request.form)
     form = ImportMapForm()
-    form.lists.choices = [(r["id"], r["name"]) for r in fetchall(q.list_all)]
+    form.lists.choices = options((r["id"], r["name"]) for r in fetchall(q.list_all))
     if not form.validate_on_submit():
         return _mapping_page(imp, encoding, delimiter, has_header, form, "Some choices are not valid: see below.", 400)
     try:
