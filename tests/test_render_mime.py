@@ -1,6 +1,7 @@
 """Unit tests of the per-recipient rendering (app/render.py) and the MIME assembly (app/mime.py):
 what a recipient's mail program will parse, byte for byte, from hostile and huge input too."""
 import re
+import time
 import tracemalloc
 from email import policy
 from email.parser import BytesParser
@@ -128,6 +129,26 @@ def test_a_render_bomb_stops_at_the_size_limit_without_eating_memory():
     finally:
         tracemalloc.stop()
     assert peak < 4 * MAX_RENDERED_BYTES
+
+
+@pytest.mark.parametrize("body", [
+    "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",  # prints nothing
+    "{% for i in range(100000) %}{% for j in range(100000) %}{% if false %}x{% endif %}{% endfor %}{% endfor %}",
+])
+def test_a_render_that_runs_without_end_stops_at_the_time_limit(body):
+    campaign = compile_campaign({"subject": "s", "body_html": body})
+    started = time.monotonic()
+    with pytest.raises(RenderError, match="took over 1 s to render"):
+        campaign.render(context())
+    assert time.monotonic() - started < 5
+    # The budget is per email: the next render gets its own second.
+    quick = compile_campaign({"subject": "s", "body_html": "{% for i in range(3) %}{{ i }}{% endfor %}"})
+    assert "012" in quick.render(context()).html
+
+
+def test_a_macro_that_calls_itself_fails_the_email_with_a_reason():
+    with pytest.raises(RenderError, match="calls itself without end"):
+        render(body="{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}")
 
 
 def test_an_email_just_under_the_limit_renders():
