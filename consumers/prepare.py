@@ -59,6 +59,12 @@ def prepare(campaign_id: int, delivery_ids: list[int], urgent: bool = False):
     meta = {"id": campaign_id, "name": cache.campaign(campaign_id)["name"]}
     with pool().connection() as conn:
         rows = conn.execute(q.delivery_render_batch, {"ids": delivery_ids}).fetchall()
+    gone = [(row, "the contact was deleted before this email was sent") for row in rows if row["contact_id"] is None]
+    if gone:
+        _fail(campaign_id, gone)
+        rows = [row for row in rows if row["contact_id"] is not None]
+        if not rows:
+            return
     try:  # one read-only call of the campaign's merge procedure for the whole batch
         data = merge.for_campaign(cache.campaign(campaign_id), [r["contact_id"] for r in rows])
     except merge.MergeError as exc:

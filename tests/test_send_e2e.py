@@ -102,3 +102,23 @@ def test_campaign_reaches_every_subscribed_recipient_once(client, db, smtp, work
     import time
     time.sleep(1)
     assert smtp.count() == 196
+
+
+def test_a_contact_deleted_after_send_fails_its_email_and_the_campaign_completes(db, smtp, workers):
+    """The foreign key sets a deleted contact's deliveries to no contact; they used to stay
+    open for ever, so the campaign never completed."""
+    from tests.delivery_kit import deliveries, seed_campaign, start, wait_status
+
+    workers.stop()
+    cid = seed_campaign(db, 30, "gone")
+    start(cid)
+    gone = [r["email"] for r in db.execute(
+        "DELETE FROM contacts WHERE id IN (SELECT contact_id FROM deliveries WHERE campaign_id = %s "
+        "ORDER BY id LIMIT 5) RETURNING email", (cid,))]
+    workers.start_more()
+    wait_status(db, cid, "completed")
+    rows = deliveries(db, cid)
+    assert sorted(a for a, r in rows.items() if r["status"] == "failed") == sorted(a.lower() for a in gone)
+    assert all("contact was deleted" in rows[a.lower()]["last_error"] for a in gone)
+    assert sorted(smtp.recipients()) == sorted(a for a, r in rows.items() if r["status"] == "sent")
+    assert len(smtp.recipients()) == 25

@@ -8,10 +8,12 @@ SELECT id, greatest(0, extract(epoch FROM next_attempt_at - now()) * 1000)::bigi
    AND (%(until)s::bigint IS NULL OR id <= %(until)s)
  ORDER BY id LIMIT %(limit)s;
 
--- What prepare needs to render a batch: only deliveries still open.
+-- What prepare needs to render a batch: only deliveries still open. A contact deleted since
+-- the materialise comes back as a NULL contact_id (the foreign key set it so), for prepare
+-- to fail that email with a reason rather than leave it open for ever.
 -- name: delivery_render_batch
 SELECT d.id, d.email, c.id AS contact_id, c.name, c.status, c.attributes, c.tags
-  FROM deliveries d JOIN contacts c ON c.id = d.contact_id
+  FROM deliveries d LEFT JOIN contacts c ON c.id = d.contact_id
  WHERE d.id = ANY(%(ids)s) AND d.status IN ('queued', 'retry')
  ORDER BY d.id;
 
