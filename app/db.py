@@ -69,7 +69,9 @@ def _reader():
     """The reads of one web request share one pooled connection in autocommit: a page's
     half-dozen queries then cost one checkout (and its health check), not a checkout, a
     check and a COMMIT each; while a send keeps PostgreSQL busy every round trip waits its
-    turn, and those waits were most of a page's time (issue 6). Elsewhere, a pooled one."""
+    turn, and those waits were most of a page's time (issue 6). Elsewhere, a pooled one.
+    A request then holds at most two connections (this one and a service's transaction), and
+    a thread holding two always finishes: the pool's ten cover gunicorn's eight threads."""
     if not has_request_context():
         return pool().connection()
     conn = g.get("_db_reader")
