@@ -29,6 +29,7 @@ class Config:
     SEGMENT_TIMEOUT_MS = env_int("SEGMENT_TIMEOUT_MS", 30_000)
     MERGE_TIMEOUT_MS = env_int("MERGE_TIMEOUT_MS", 10_000)
     MATERIALISE_TIMEOUT_MS = env_int("MATERIALISE_TIMEOUT_MS", 600_000)
+    DRY_RUN_LIMIT = env_int("DRY_RUN_LIMIT", 20_000)  # recipients a dry run renders, in the request
     MATERIALISE_FIRST_PAGE = env_int("MATERIALISE_FIRST_PAGE", 1000)  # recipients sent before the rest is written
     # Delivery (issue 4). Several outbound servers, in order of preference, comma-separated;
     # each URL may carry max_connections= and rate= (per worker process), see app/smtp.py.

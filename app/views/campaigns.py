@@ -157,6 +157,20 @@ def show_preview(campaign_id):
     return render_template("preview.html", campaign=campaign, rendered=rendered, error=error), 400 if error else 200
 
 
+@bp.route("/campaigns/<int:campaign_id>/dry-run", methods=["POST"])
+def dry_run(campaign_id):
+    """Every recipient's email rendered and built as a Send would, nothing sent or written."""
+    campaign = _get(campaign_id)
+    if not ActionForm().validate_on_submit():
+        abort(400)
+    try:
+        result, error = preview.dry_run(campaign), None
+    except RenderError as exc:
+        result, error = None, str(exc)
+    return render_template("dry_run.html", campaign=campaign, result=result, error=error,
+                           limit=Config.DRY_RUN_LIMIT), 400 if error else 200
+
+
 @bp.route("/campaigns/<int:campaign_id>/test", methods=["POST"])
 def test_send(campaign_id):
     campaign = _get(campaign_id)

@@ -159,3 +159,16 @@ DELETE FROM attachments a USING campaigns c
 
 -- name: attachment_total_size
 SELECT coalesce(sum(size), 0)::bigint AS n FROM attachments WHERE campaign_id = %(campaign_id)s;
+
+-- A dry run: whom the campaign would reach now, without materialising anything.
+-- name: campaign_recipient_count
+SELECT count(DISTINCT r.contact_id) AS n
+  FROM campaign_recipients(%(list_id)s, %(segment)s::regprocedure, %(exclude_segments)s::regprocedure[],
+                           %(exclude_list_ids)s::bigint[]) AS r;
+
+-- name: campaign_recipient_rows
+SELECT DISTINCT ON (c.id) c.id AS contact_id, c.email, c.name, c.status, c.attributes, c.tags
+  FROM campaign_recipients(%(list_id)s, %(segment)s::regprocedure, %(exclude_segments)s::regprocedure[],
+                           %(exclude_list_ids)s::bigint[]) AS r
+  JOIN contacts c ON c.id = r.contact_id
+ ORDER BY c.id LIMIT %(limit)s;
