@@ -110,15 +110,15 @@ def test_a_contact_deleted_after_send_fails_its_email_and_the_campaign_completes
     from tests.delivery_kit import deliveries, seed_campaign, start, wait_status
 
     workers.stop()
-    cid = seed_campaign(db, 30, "gone")
+    cid = seed_campaign(db, 30, "deleted-after-send")
     start(cid)
-    gone = [r["email"] for r in db.execute(
+    gone = [r["email"].lower() for r in db.execute(
         "DELETE FROM contacts WHERE id IN (SELECT contact_id FROM deliveries WHERE campaign_id = %s "
         "ORDER BY id LIMIT 5) RETURNING email", (cid,))]
     workers.start_more()
     wait_status(db, cid, "completed")
     rows = deliveries(db, cid)
-    assert sorted(a for a, r in rows.items() if r["status"] == "failed") == sorted(a.lower() for a in gone)
-    assert all("contact was deleted" in rows[a.lower()]["last_error"] for a in gone)
-    assert sorted(smtp.recipients()) == sorted(a for a, r in rows.items() if r["status"] == "sent")
-    assert len(smtp.recipients()) == 25
+    assert sorted(a for a, r in rows.items() if r["status"] == "failed") == sorted(gone)
+    assert all("contact was deleted" in rows[a]["last_error"] for a in gone)
+    sent = sorted(a for a, r in rows.items() if r["status"] == "sent")
+    assert len(sent) == len(rows) - 5 and sorted(smtp.recipients()) == sent
