@@ -25,6 +25,7 @@ from app.services import campaign as campaigns
 from app.services import journal
 from app.services.campaign import CampaignError, NoSuchCampaign
 from app.services.journal import Event
+from .aio import run_forever
 
 log = logging.getLogger("control")
 QUEUE = "campaign.control"
@@ -111,17 +112,5 @@ async def consume() -> None:
         await asyncio.Future()
 
 
-async def main() -> None:
-    """Once connected, aio-pika reconnects by itself; until then (RabbitMQ not up yet, the
-    definitions not loaded), keep trying rather than exit."""
-    while True:
-        try:
-            await consume()
-        except (aio_pika.exceptions.AMQPException, OSError) as exc:
-            log.warning("RabbitMQ not available (%r); trying again in 5 s", exc)
-            await asyncio.sleep(5)
-
-
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO)
-    asyncio.run(main())
+    run_forever(consume)

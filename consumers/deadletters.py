@@ -24,6 +24,7 @@ from app.db import pool, q
 from app.services import journal
 from app.services.journal import Event
 
+from .aio import run_forever
 from .messages import problem
 from .worker import broker
 
@@ -130,16 +131,6 @@ async def handle(queue_name: str, message: AbstractIncomingMessage) -> None:
     await message.ack()
 
 
-async def main() -> None:
-    """Once connected, aio-pika reconnects by itself; until then, keep trying rather than exit."""
-    while True:
-        try:
-            await consume()
-        except (aio_pika.exceptions.AMQPException, OSError) as exc:
-            log.warning("RabbitMQ not available (%r); trying again in 5 s", exc)
-            await asyncio.sleep(5)
-
-
 async def consume() -> None:
     connection = await aio_pika.connect_robust(Config.AMQP_URL)
     async with connection:
@@ -153,5 +144,4 @@ async def consume() -> None:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO)
-    asyncio.run(main())
+    run_forever(consume)

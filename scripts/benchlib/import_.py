@@ -79,14 +79,18 @@ def raw_copy(conn, path: Path) -> float:
     conn.execute("DROP TABLE IF EXISTS bench_bare")
     conn.execute("CREATE TABLE bench_bare (email text, name text, city text, company text, age text, signup text, "
                  "vip text, tags text)")
-    t0 = time.perf_counter()
-    with conn.cursor() as cur, cur.copy("COPY bench_bare FROM STDIN (FORMAT csv, HEADER true)") as copy, \
-            open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            copy.write(chunk)
-    elapsed = time.perf_counter() - t0
+    elapsed = timed_copy(conn, "COPY bench_bare FROM STDIN (FORMAT csv, HEADER true)", path)
     conn.execute("DROP TABLE bench_bare")
     return elapsed
+
+
+def timed_copy(conn, copy_sql: str, path: Path) -> float:
+    """Seconds to stream a file into COPY ... FROM STDIN, a megabyte at a time."""
+    t0 = time.perf_counter()
+    with conn.cursor() as cur, cur.copy(copy_sql) as copy, open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            copy.write(chunk)
+    return time.perf_counter() - t0
 
 
 def indexed_copy(conn, logdir: Path) -> float:
@@ -97,12 +101,7 @@ def indexed_copy(conn, logdir: Path) -> float:
         for data in out:
             f.write(data)
     conn.execute("CREATE TABLE bench_contacts (LIKE contacts INCLUDING ALL)")
-    t0 = time.perf_counter()
-    with conn.cursor() as cur, cur.copy("COPY bench_contacts (email, name, status, attributes, tags) FROM STDIN") as copy, \
-            open(clean, "rb") as f:
-        while chunk := f.read(1 << 20):
-            copy.write(chunk)
-    elapsed = time.perf_counter() - t0
+    elapsed = timed_copy(conn, "COPY bench_contacts (email, name, status, attributes, tags) FROM STDIN", clean)
     conn.execute("DROP TABLE bench_contacts")
     clean.unlink()
     return elapsed
